@@ -1,0 +1,132 @@
+"""FashionMNIST quantized to 4 bits (16 intensity levels), held in memory, served in batches.
+
+torchvision finds, downloads and parses the IDX files; the whole set is then quantized once
+into a uint8 tensor, and loaders index whole batches from it (no per-sample PIL transform).
+"""
+import contextlib
+import io
+from pathlib import Path
+
+import torch
+import torchvision
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, random_split
+
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+CLASSES = tuple(torchvision.datasets.FashionMNIST.classes)
+SPLIT_SEED = 42  # the assignment's train/val split
+
+
+class DataError(Exception):
+    """A problem with the dataset files, with a one-line message meant for the user."""
+
+
+def quantize(images):
+    """uint8 pixels p in 0..255 -> 4-bit levels floor(p / 255 * 16), with 255 -> 15.
+
+    Integer arithmetic, so exact: floor(16 p / 255) equals the real-valued formula for every p.
+    Args:
+        images: uint8 tensor of any shape.
+    Returns:
+        uint8 tensor of the same shape with values 0..15.
+    """
+    return (images.to(torch.int32) * 16 // 255).clamp_(max=15).to(torch.uint8)
+
+
+def train_val_split(num_images, seed=SPLIT_SEED):
+    """Indices of a seeded 90/10 train/val split (54,000/6,000 on the full training set).
+
+    Uses `torch.utils.data.random_split` with integer lengths, so on the full set it is the
+    split of the assignment's template.
+    Returns:
+        (train_indices, val_indices): two LongTensors.
+    """
+    num_val = num_images // 10
+    if num_val == 0:
+        raise DataError(f"the training set has {num_images} images; at least 10 are needed "
+                        "for the 90/10 train/val split")
+    train, val = random_split(range(num_images), [num_images - num_val, num_val],
+                              generator=torch.Generator().manual_seed(seed))
+    return torch.as_tensor(train.indices), torch.as_tensor(val.indices)
+
+
+class QuantizedImages(Dataset):
+    """A split held in memory: images uint8 [N, 1, 28, 28] (levels 0..15), labels int64 [N].
+
+    Indexing with a list of indices (what a BatchSampler yields) returns a whole batch:
+    images long [B, 1, 28, 28] and labels [B].
+    """
+
+    def __init__(self, images, labels):
+        self.images = images
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        index = torch.as_tensor(index)
+        return self.images[index].long(), self.labels[index]
+
+
+def _load_split(root, train, download):
+    """Read one official split through torchvision and quantize it: (uint8 [N,1,28,28], labels [N])."""
+    raw_dir = Path(root).expanduser().resolve() / "FashionMNIST" / "raw"
+    missing = [name for name in RAW_FILES if not (raw_dir / name).is_file()]
+    reason = ""
+    if missing and download:
+        try:
+            # torchvision prints every failed mirror; keep the user's terminal to one line.
+            with contextlib.redirect_stdout(io.StringIO()):
+                torchvision.datasets.FashionMNIST(root, train=train, download=True)
+        except Exception as error:  # no network, proxy, disk full: all end in the same advice
+            first_line = (str(error).splitlines() or [type(error).__name__])[0].rstrip(": ")
+            reason = f"; download failed ({first_line})"
+        missing = [name for name in RAW_FILES if not (raw_dir / name).is_file()]
+    if missing:
+        raise DataError(f"FashionMNIST not found in {raw_dir}{reason}: expected the four files "
+                        f"{', '.join(RAW_FILES)} there (uncompressed); download them and pass the "
+                        "folder above FashionMNIST/ as --data_dir")
+    dataset = torchvision.datasets.FashionMNIST(root, train=train, download=False)
+    return quantize(dataset.data).unsqueeze(1), dataset.targets
+
+
+def _batch_loader(dataset, batch_size, shuffle, num_workers, generator=None, pin_memory=False):
+    """A DataLoader that indexes a whole batch at once from an in-memory dataset."""
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None,
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
+
+
+def fmnist(root, batch_size=128, num_workers=0, download=True, generator=None, pin_memory=False):
+    """Train, validation and test loaders of 4-bit FashionMNIST.
+
+    Args:
+        root: folder holding (or to receive) FashionMNIST/raw/ with the four IDX files.
+        batch_size: images per batch; the last batch of a split may be smaller.
+        num_workers: DataLoader worker processes (0 loads in the main process; the data are
+            in memory, so workers rarely help).
+        download: try to download the files when they are missing.
+        generator: torch.Generator for the training-set shuffle (None: torch's global RNG).
+        pin_memory: pin batches in page-locked memory (for CUDA).
+    Returns:
+        (train_loader, val_loader, test_loader), each yielding (images long [B, 1, 28, 28]
+        in 0..15, labels long [B]); only the training loader shuffles.
+    Raises:
+        DataError: files missing and not downloadable, or too few images to split.
+    """
+    train_images, train_labels = _load_split(root, train=True, download=download)
+    test_images, test_labels = _load_split(root, train=False, download=False)
+    train_idx, val_idx = train_val_split(len(train_images))
+    train_set = QuantizedImages(train_images[train_idx], train_labels[train_idx])
+    val_set = QuantizedImages(train_images[val_idx], train_labels[val_idx])
+    test_set = QuantizedImages(test_images, test_labels)
+    return (
+        _batch_loader(train_set, batch_size, True, num_workers, generator, pin_memory),
+        _batch_loader(val_set, batch_size, False, num_workers, pin_memory=pin_memory),
+        _batch_loader(test_set, batch_size, False, num_workers, pin_memory=pin_memory),
+    )

@@ -1,0 +1,99 @@
+"""Maths of the VAE: reparameterized sampling, closed-form KL, bits per dimension, manifold.
+
+Units: every loss here is in nats per image unless a name says bits; `elbo_to_bpd` converts.
+"""
+import math
+
+import numpy as np
+import torch
+import torchvision
+from scipy.stats import norm
+
+
+def sample_reparameterize(mean, std):
+    """Draw z ~ N(mean, std^2) with the reparameterization trick: z = mean + std * eps.
+
+    eps ~ N(0, I) is drawn independently per element, so gradients flow to both `mean`
+    and `std` (dz/dmean = 1, dz/dstd = eps).
+
+    Args:
+        mean: [B, z_dim] means of q(z|x).
+        std: [B, z_dim] standard deviations (not log std); must be non-negative.
+    Returns:
+        z: [B, z_dim] one sample per element.
+    """
+    if std.device.type == "cpu":
+        if bool((std < 0).any()):
+            raise ValueError("sample_reparameterize: std has negative entries; pass a standard "
+                             "deviation such as exp(log_std), not log_std itself")
+    else:
+        # On an accelerator a Python `if` would force a host sync every training step.
+        torch._assert_async(torch.all(std >= 0), "sample_reparameterize: std has negative entries")
+    eps = torch.randn_like(std)
+    return mean + std * eps
+
+
+def KLD(mean, log_std):
+    """KL(N(mean, exp(log_std)^2) || N(0, I)), closed form, summed over the last dimension.
+
+    Per dimension: 0.5 * (sigma^2 + mu^2 - 1 - log sigma^2) with log sigma^2 = 2 * log_std
+    (Kingma & Welling 2014, appendix B).
+
+    Args:
+        mean: [..., z_dim]; log_std: [..., z_dim].
+    Returns:
+        KL in nats, shape [...] (e.g. [B] for a batch).
+    """
+    return 0.5 * (torch.exp(2 * log_std) + mean ** 2 - 1 - 2 * log_std).sum(dim=-1)
+
+
+def elbo_to_bpd(elbo, img_shape):
+    """Convert a negative ELBO in nats per image to bits per dimension.
+
+    bpd = elbo * log2(e) / prod(img_shape[1:]), i.e. nats -> bits, then divided by the
+    number of dimensions of one image (1 * 28 * 28 = 784 for FashionMNIST).
+
+    Args:
+        elbo: tensor (any shape) of negative ELBOs, nats per image.
+        img_shape: shape of the image batch, [B, C, H, W]; the batch size is not used.
+    Returns:
+        bits per dimension, same shape as `elbo`.
+    """
+    return elbo * math.log2(math.e) / math.prod(img_shape[1:])
+
+
+def manifold_latents(grid_size):
+    """The z grid of `visualize_manifold`: [grid_size**2, 2], row-major over the image grid.
+
+    Per axis the values are Phi^-1((i + 0.5) / grid_size), i = 0..grid_size-1, the midpoints
+    of grid_size equal-probability bins of N(0, 1). Entry k = row * grid_size + col has
+    z1 = Phi^-1 at `col` (left to right) and z2 = Phi^-1 at `row` (top to bottom).
+    """
+    values = torch.as_tensor(norm.ppf((np.arange(grid_size) + 0.5) / grid_size), dtype=torch.float32)
+    z1, z2 = torch.meshgrid(values, values, indexing="xy")  # each [grid_size, grid_size]
+    return torch.stack([z1.flatten(), z2.flatten()], dim=1)  # [grid_size**2, 2]
+
+
+@torch.no_grad()
+def visualize_manifold(decoder, grid_size=20):
+    """Decode a grid of 2-D latents into one image of the learned data manifold.
+
+    Columns vary z1 (left to right, increasing) and rows vary z2 (top to bottom, increasing);
+    both run over Phi^-1((i + 0.5) / grid_size), Phi^-1 the standard normal ppf.
+    Each pixel shows the expected value of its 16-way categorical, sum_k k * p_k / 15,
+    i.e. the decoder mean rather than a sample.
+
+    Args:
+        decoder: maps z [N, 2] to logits [N, 16, 28, 28]; needs a `device` property.
+        grid_size: images per row and per column.
+    Returns:
+        img_grid: [3, H, W] float tensor in [0, 1] from torchvision.utils.make_grid (on CPU).
+    """
+    was_training = decoder.training
+    decoder.eval()
+    z = manifold_latents(grid_size).to(decoder.device)  # [G*G, 2]
+    probs = torch.softmax(decoder(z).float(), dim=1)  # [G*G, 16, 28, 28]
+    levels = torch.arange(probs.shape[1], device=probs.device, dtype=probs.dtype)  # [16]
+    mean_img = (probs * levels.view(1, -1, 1, 1)).sum(dim=1, keepdim=True) / (probs.shape[1] - 1)  # [G*G, 1, 28, 28]
+    decoder.train(was_training)
+    return torchvision.utils.make_grid(mean_img.cpu(), nrow=grid_size).clamp(0, 1)

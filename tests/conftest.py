@@ -1,0 +1,60 @@
+"""Shared helpers: part1/ on the import path, and small FashionMNIST-layout IDX files written by hand."""
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PART1 = REPO_ROOT / "part1"
+sys.path.insert(0, str(PART1))
+
+RAW_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def write_idx(root, train_images, train_labels, test_images, test_labels):
+    """Write uint8 images [N, 28, 28] and labels [N] as the four IDX files under root/FashionMNIST/raw/."""
+    raw = Path(root) / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
+        images = np.asarray(images, dtype=np.uint8)
+        labels = np.asarray(labels, dtype=np.uint8)
+        image_file, label_file = RAW_NAMES[split]
+        # IDX: magic (0x0803 = unsigned byte, 3 dims), then big-endian dims, then the bytes.
+        (raw / image_file).write_bytes(struct.pack(">IIII", 0x0803, *images.shape) + images.tobytes())
+        (raw / label_file).write_bytes(struct.pack(">II", 0x0801, len(labels)) + labels.tobytes())
+    return Path(root)
+
+
+def make_images(num, seed):
+    """Class-dependent blob images (so a VAE has something to learn): uint8 [num, 28, 28], labels [num]."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=num)
+    yy, xx = np.mgrid[0:28, 0:28]
+    images = np.zeros((num, 28, 28))
+    for i, label in enumerate(labels):
+        cy, cx = 8 + (label // 4) * 6, 6 + (label % 4) * 5
+        images[i] = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (2 + label / 3) ** 2))
+    images += rng.normal(0, 12, size=images.shape)
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A 300-image training set and a 60-image test set in torchvision's layout."""
+    train_images, train_labels = make_images(300, seed=0)
+    test_images, test_labels = make_images(60, seed=1)
+    return write_idx(tmp_path_factory.mktemp("tiny_fmnist"), train_images, train_labels, test_images, test_labels)
+
+
+def run_script(args, cwd=REPO_ROOT, timeout=240):
+    """Run a part1 script in a fresh interpreter; returns the CompletedProcess (text output)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
