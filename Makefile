@@ -21,3 +21,17 @@ test: $(VENV)/installed
 
 clean-venv:
 	rm -rf $(VENV)
+
+# make report-runs: the report's two trainings (z_dim 20, then z_dim 2); ARGS adds flags, e.g. --data_dir
+# make report:      figures, results.md and the report's table from the newest z20 and z2 runs (or RUN=, RUN_Z2=)
+RUN ?= $(lastword $(sort $(wildcard part1/VAE_logs/*_z20)))
+RUN_Z2 ?= $(lastword $(sort $(wildcard part1/VAE_logs/*_z2)))
+
+.PHONY: report report-runs
+
+report-runs: $(VENV)/installed
+	$(PY) part1/train_torch.py $(ARGS) --z_dim 20
+	$(PY) part1/train_torch.py $(ARGS) --z_dim 2
+
+report: $(VENV)/installed
+	$(PY) report/make_figures.py $(RUN) $(RUN_Z2)

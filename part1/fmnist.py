@@ -5,6 +5,8 @@ into a uint8 tensor, and loaders index whole batches from it (no per-sample PIL 
 """
 import contextlib
 import io
+import math
+import struct
 from pathlib import Path
 
 import torch
@@ -69,7 +71,7 @@ class QuantizedImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, index):
-        index = torch.as_tensor(index)
+        index = torch.as_tensor(index, device=self.images.device)
         return self.images[index].long(), self.labels[index]
 
 
@@ -91,42 +93,101 @@ def _load_split(root, train, download):
         raise DataError(f"FashionMNIST not found in {raw_dir}{reason}: expected the four files "
                         f"{', '.join(RAW_FILES)} there (uncompressed); download them and pass the "
                         "folder above FashionMNIST/ as --data_dir")
+    image_file, label_file = RAW_FILES[:2] if train else RAW_FILES[2:]
+    num_images = _check_idx(raw_dir / image_file, 0x0803, (28, 28))
+    num_labels = _check_idx(raw_dir / label_file, 0x0801, ())
+    if num_images != num_labels:
+        raise DataError(f"{raw_dir / image_file} holds {num_images} images but {label_file} holds {num_labels} "
+                        "labels; replace both files with a matching pair")
     dataset = torchvision.datasets.FashionMNIST(root, train=train, download=False)
     return quantize(dataset.data).unsqueeze(1), dataset.targets
 
 
+def _check_idx(path, magic, item_shape):
+    """Check an IDX file's header against its size before torchvision parses it; returns the item count.
+
+    IDX: a big-endian uint32 magic (0x0803: uint8 with 3 dims, 0x0801: 1 dim), one uint32 per
+    dimension, then the uint8 data.
+    """
+    num_dims = 1 + len(item_shape)
+    header_size = 4 * (1 + num_dims)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+    if len(header) < header_size:
+        raise DataError(f"{path} is truncated ({size} bytes, shorter than its header); download it again")
+    found_magic, count, *dims = struct.unpack(f">{1 + num_dims}I", header)
+    if found_magic != magic or tuple(dims) != item_shape:
+        raise DataError(f"{path} is not a FashionMNIST IDX file (header {found_magic:#010x} {[count, *dims]}, "
+                        f"expected {magic:#010x} with items of shape {list(item_shape)}); download it again")
+    expected = header_size + count * math.prod(item_shape)
+    if size != expected:
+        raise DataError(f"{path} is truncated or corrupt: its header promises {count} items ({expected} bytes) "
+                        f"but the file has {size} bytes; download it again")
+    return count
+
+
+class DeviceBatches:
+    """Batches indexed straight from tensors that live on the device (the CUDA path).
+
+    Same batches, in the same order, as the DataLoader path: the shuffle is
+    torch.randperm(n, generator) per epoch, exactly what RandomSampler draws.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle, generator=None):
+        self.dataset, self.batch_size, self.shuffle, self.generator = dataset, batch_size, shuffle, generator
+
+    def __len__(self):
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.dataset.images.device, non_blocking=True)
+        for start in range(0, n, self.batch_size):
+            yield self.dataset[order[start:start + self.batch_size]]
+
+
 def _batch_loader(dataset, batch_size, shuffle, num_workers, generator=None, pin_memory=False):
     """A DataLoader that indexes a whole batch at once from an in-memory dataset."""
+    if dataset.images.device.type != "cpu":
+        return DeviceBatches(dataset, batch_size, shuffle, generator)
     sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
 
 
-def fmnist(root, batch_size=128, num_workers=0, download=True, generator=None, pin_memory=False):
+def fmnist(root, batch_size=128, num_workers=0, download=True, generator=None, eval_batch_size=None, device=None):
     """Train, validation and test loaders of 4-bit FashionMNIST.
 
     Args:
         root: folder holding (or to receive) FashionMNIST/raw/ with the four IDX files.
-        batch_size: images per batch; the last batch of a split may be smaller.
+        batch_size: training images per batch; the last batch of a split may be smaller.
         num_workers: DataLoader worker processes (0 loads in the main process; the data are
-            in memory, so workers rarely help).
+            in memory, so workers rarely help). Not used when the data live on a GPU.
         download: try to download the files when they are missing.
         generator: torch.Generator for the training-set shuffle (None: torch's global RNG).
-        pin_memory: pin batches in page-locked memory (for CUDA).
+        eval_batch_size: images per validation/test batch (None: batch_size).
+        device: where the whole uint8 dataset is kept (None or CPU: host memory, batches
+            pinned when CUDA is available; a CUDA device: about 47 MB of GPU memory for
+            60,000 images, batches indexed there without host copies).
     Returns:
         (train_loader, val_loader, test_loader), each yielding (images long [B, 1, 28, 28]
         in 0..15, labels long [B]); only the training loader shuffles.
     Raises:
         DataError: files missing and not downloadable, or too few images to split.
     """
+    device = torch.device(device or "cpu")
+    eval_batch_size = eval_batch_size or batch_size
     train_images, train_labels = _load_split(root, train=True, download=download)
     test_images, test_labels = _load_split(root, train=False, download=False)
     train_idx, val_idx = train_val_split(len(train_images))
-    train_set = QuantizedImages(train_images[train_idx], train_labels[train_idx])
-    val_set = QuantizedImages(train_images[val_idx], train_labels[val_idx])
-    test_set = QuantizedImages(test_images, test_labels)
+    splits = [(train_images[train_idx], train_labels[train_idx]), (train_images[val_idx], train_labels[val_idx]),
+              (test_images, test_labels)]
+    train_set, val_set, test_set = (QuantizedImages(x.to(device), y.to(device)) for x, y in splits)
+    pin_memory = device.type == "cpu" and torch.cuda.is_available()
     return (
         _batch_loader(train_set, batch_size, True, num_workers, generator, pin_memory),
-        _batch_loader(val_set, batch_size, False, num_workers, pin_memory=pin_memory),
-        _batch_loader(test_set, batch_size, False, num_workers, pin_memory=pin_memory),
+        _batch_loader(val_set, eval_batch_size, False, num_workers, pin_memory=pin_memory),
+        _batch_loader(test_set, eval_batch_size, False, num_workers, pin_memory=pin_memory),
     )

@@ -9,8 +9,8 @@ z_dim == 2, vae_manifold.png.
 import argparse
 import json
 import math
-import os
 import random
+import signal
 import sys
 import time
 from datetime import datetime
@@ -24,6 +24,8 @@ import torchvision
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from checkpoints import (CheckpointError, check_model_fits, load_checkpoint, remove_stale_tmp, save_checkpoint,
+                         write_json)
 from cnn_encoder_decoder import CNNDecoder, CNNEncoder
 from fmnist import DataError, fmnist
 from utils import KLD, elbo_to_bpd, sample_reparameterize, visualize_manifold
@@ -32,8 +34,25 @@ PART1_DIR = Path(__file__).resolve().parent
 PROG = "train_torch.py"
 
 
+# Flags a resumed run may change; every other setting comes from the run being resumed.
+RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "eval_batch_size", "final_iw_samples", "progress_bar",
+                     "data_dir", "compile", "resume")
+
+
 class UserError(Exception):
     """A mistake in what the user asked for, with a one-line message (exit status 2)."""
+
+
+class NonFiniteLossError(Exception):
+    """A NaN or Inf loss: training stops before anything is saved from the diverged weights."""
+
+    def __init__(self, where, step=None):
+        super().__init__(where if step is None else f"{where}, step {step}")
+        self.where, self.step = where, step
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler, like KeyboardInterrupt for SIGINT."""
 
 
 class VAE(nn.Module):
@@ -62,8 +81,10 @@ class VAE(nn.Module):
             bpd: (L_rec + L_reg) in bits per dimension.
         """
         mean, log_std = self.encoder(imgs)  # [B, z_dim] each
+        # Sampling, KL and cross-entropy in fp32 even under bf16 autocast: only the convs run in bf16.
+        mean, log_std = mean.float(), log_std.float()
         z = sample_reparameterize(mean, torch.exp(log_std))  # [B, z_dim]
-        logits = self.decoder(z)  # [B, 16, 28, 28]
+        logits = self.decoder(z).float()  # [B, 16, 28, 28]
         # Sum over pixels (the image's log-likelihood), mean over images: the per-image ELBO.
         L_rec = F.cross_entropy(logits, imgs.squeeze(1), reduction="sum") / imgs.shape[0]
         L_reg = KLD(mean, log_std).mean()  # KL to N(0, I), closed form
@@ -106,31 +127,57 @@ def sample_and_save(model, epoch, summary_writer, batch_size=64):
     model.train(was_training)
 
 
-def train_vae(model, loader, optimizer):
+def autocast(device, precision):
+    """The autocast context of a precision: bf16 autocast on CPU or CUDA, or a no-op for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None):
     """One epoch of training; the loss is the batch's bpd (the negative ELBO, rescaled).
 
+    Args:
+        model: a VAE (or its torch.compile wrapper); loader: yields (images, labels).
+        optimizer: steps the model's parameters.
+        precision: "fp32", or "bf16" for bf16 autocast of the forward pass.
+        grad_clip: clip the global gradient norm to this value (None: no clipping).
     Returns:
         (bpd, rec_loss, reg_loss): averages over the images seen, weighted by batch size
         (bits per dimension; nats per image; nats per image).
+    Raises:
+        NonFiniteLossError: at the first batch whose loss is NaN or Inf (checked every step on
+        the CPU; at the end of the epoch on a GPU, where a per-step check would force a host sync,
+        with the same step number reported either way).
     """
     model.train()
     totals = torch.zeros(3, device=model.device)  # batch-size-weighted sums of bpd, L_rec, L_reg
+    first_bad_step = torch.full((), -1, device=model.device)  # first step with a NaN/Inf loss; -1: none
+    check_every_step = model.device.type == "cpu"
     num_images = 0
-    for imgs, _ in loader:
+    for step, (imgs, _) in enumerate(loader):
         imgs = imgs.to(model.device, non_blocking=True)  # [B, 1, 28, 28]
-        L_rec, L_reg, bpd = model(imgs)
+        with autocast(model.device, precision):
+            L_rec, L_reg, bpd = model(imgs)
+        batch_stats = torch.stack([bpd, L_rec, L_reg]).detach()  # [3]
+        first_bad_step = torch.where((first_bad_step < 0) & ~batch_stats.isfinite().all(), step, first_bad_step)
+        if check_every_step and first_bad_step >= 0:
+            raise NonFiniteLossError("training", step + 1)
+
         optimizer.zero_grad(set_to_none=True)
         bpd.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         # Accumulate on the device: no .item() per step, so no host sync.
-        totals += torch.stack([bpd, L_rec, L_reg]).detach() * imgs.shape[0]
+        totals += batch_stats * imgs.shape[0]
         num_images += imgs.shape[0]
+    if first_bad_step >= 0:
+        raise NonFiniteLossError("training", int(first_bad_step) + 1)
     return tuple((totals / num_images).tolist())
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def test_vae(model, loader):
-    """The ELBO of a whole split (one sample of z per image), in eval mode.
+    """The ELBO of a whole split (one sample of z per image), in eval mode and in fp32.
 
     Returns:
         (bpd, rec_loss, reg_loss): dataset averages weighted by batch size, as in `train_vae`.
@@ -155,6 +202,30 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def rng_states(data_order):
+    """Every random state the run depends on, as tensors and plain values (loadable with weights_only)."""
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                  "cached_gaussian": cached_gaussian},
+        "python": list(random.getstate()[1]),
+        "data_order": data_order.get_state(),
+    }
+
+
+def set_rng_states(states, data_order):
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy = states["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
+    random.setstate((3, tuple(states["python"]), None))
+    data_order.set_state(states["data_order"])
+
+
 def resolve_device(name):
     """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is a user error."""
     if name == "auto":
@@ -163,6 +234,28 @@ def resolve_device(name):
         raise UserError("--device cuda was requested but PyTorch sees no CUDA device; "
                         "use --device cpu (or auto)")
     return torch.device(name)
+
+
+def configure_cuda(deterministic):
+    """TF32 matmuls/convs, and cuDNN autotuning unless bitwise determinism is requested."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def build_model(args, device):
+    """The VAE, its Adam optimizer, and the module the training step calls (compiled with --compile).
+
+    Returns:
+        (model, optimizer, train_model); checkpoints and evaluation use `model`.
+    """
+    model = VAE(num_filters=args.num_filters, z_dim=args.z_dim, lr=args.lr).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    train_model = torch.compile(model) if args.compile else model
+    return model, optimizer, train_model
 
 
 def make_run_dir(log_dir, z_dim):
@@ -184,20 +277,33 @@ def make_run_dir(log_dir, z_dim):
     raise UserError(f"--log_dir {log_dir} already holds 1000 runs named {stamp}*")
 
 
-def save_checkpoint(path, state):
-    """torch.save to a temporary file in the same folder, fsync, then atomically rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def resumed_args(args, path):
+    """The settings of the run being resumed, with the flags a resume may change taken from `args`.
 
-
-def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+    A flag the user set (a value other than its default) that contradicts the run is an error:
+    a resumed run must compute exactly what the uninterrupted run would have.
+    """
+    state = load_checkpoint(path)
+    as_saved = lambda namespace: {k: str(v) if isinstance(v, Path) else v for k, v in vars(namespace).items()}  # noqa: E731
+    saved, defaults = state["args"], as_saved(parse_args([]))
+    if "z_dim" not in saved or "num_filters" not in saved:
+        raise CheckpointError(f"{path} does not record the run's settings")
+    requested = {name: getattr(args, name) if getattr(args, name) != defaults[name] else saved[name]
+                 for name in ("z_dim", "num_filters")}
+    check_model_fits(state, path, requested["z_dim"], requested["num_filters"])
+    merged = dict(saved)
+    for name, value in as_saved(args).items():
+        if name == "resume" or name not in saved:
+            merged[name] = value
+        elif value == defaults[name] or value == saved[name]:
+            continue  # not set by the user, or set to what the run already has
+        elif name in RESUME_MAY_CHANGE:
+            merged[name] = value
+        else:
+            raise UserError(f"--{name} {value} differs from the resumed run's {saved[name]}; a resumed run keeps "
+                            f"its settings (only --{', --'.join(RESUME_MAY_CHANGE[:-1])} may change)")
+    merged["data_dir"], merged["log_dir"] = Path(merged["data_dir"]), Path(merged["log_dir"])
+    return argparse.Namespace(**merged), state
 
 
 def log_epoch(writer, history_path, epoch, stats, seconds):
@@ -217,69 +323,129 @@ def log_epoch(writer, history_path, epoch, stats, seconds):
         f.write(json.dumps(record) + "\n")
 
 
+def read_history(history_path, before_epoch=None):
+    """The per-epoch records of history.jsonl, optionally only those of epochs < before_epoch."""
+    if not history_path.exists():
+        return []
+    records = [json.loads(line) for line in history_path.read_text().splitlines() if line.strip()]
+    return [r for r in records if before_epoch is None or r["epoch"] < before_epoch]
+
+
 def main(args):
     """Train with Adam, validate every epoch, test the best-by-validation model.
 
+    With args.resume set, continue that run folder from the epoch after its last checkpoint.
     Returns:
         the metrics dict also written to metrics.json.
     """
-    start_time = time.time()
+    session_start = time.time()
+    resume_state = None
+    if args.resume:
+        last_path = Path(args.resume) / "checkpoints" / "last.pt"
+        if not last_path.is_file():
+            raise UserError(f"--resume {args.resume}: no checkpoint at {last_path}; pass a run folder of "
+                            "train_torch.py that finished at least one epoch")
+        args, resume_state = resumed_args(args, last_path)
+        metrics_path = Path(args.resume) / "metrics.json"
+        if resume_state["epoch"] >= args.epochs and metrics_path.is_file():
+            print(f"{args.resume} already finished its {args.epochs} epochs and was tested; "
+                  "pass --epochs N to train it further")
+            return json.loads(metrics_path.read_text())
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    # tqdm's disable=None means "only on a terminal", the default of --progress_bar.
-    no_bars = None if args.progress_bar is None else not args.progress_bar
+    if device.type == "cuda":
+        configure_cuda(args.deterministic)
+    no_bars = None if args.progress_bar is None else not args.progress_bar  # None: bars only on a terminal
 
-    # Data: the whole 4-bit set in memory; the training shuffle has its own seeded generator.
+    # Data: the whole 4-bit set in memory (on the GPU when training there); own generator for the shuffle.
     data_order = torch.Generator().manual_seed(args.seed)
-    train_loader, val_loader, test_loader = fmnist(
-        args.data_dir, args.batch_size, args.num_workers, generator=data_order, pin_memory=device.type == "cuda")
+    train_loader, val_loader, test_loader = fmnist(args.data_dir, args.batch_size, args.num_workers,
+                                                   generator=data_order, eval_batch_size=args.eval_batch_size,
+                                                   device=device if device.type == "cuda" else None)
 
-    # Run folder: arguments first, so even an interrupted run says how it was started.
-    run_dir = make_run_dir(args.log_dir, args.z_dim)
-    ckpt_dir = run_dir / "checkpoints"
+    # Model and optimizer (Adam, as in the assignment); channels_last and compile only change speed.
+    model, optimizer, train_model = build_model(args, device)
+
+    # Run folder: a fresh one, or the resumed one with everything after its last checkpoint discarded.
     args_dict = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    write_json(run_dir / "args.json", args_dict)
-    writer = SummaryWriter(run_dir)
+    if resume_state is None:
+        run_dir = make_run_dir(args.log_dir, args.z_dim)
+        write_json(run_dir / "args.json", args_dict)
+        start_epoch, best_val_bpd, best_epoch, elapsed = 1, math.inf, 0, 0.0
+    else:
+        run_dir = Path(args.resume).resolve()
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        set_rng_states(resume_state["rng"], data_order)
+        start_epoch, best_epoch = resume_state["epoch"] + 1, resume_state["best_epoch"]
+        best_val_bpd, elapsed = resume_state["best_val_bpd"], resume_state["wall_time_s"]
+        remove_stale_tmp(run_dir / "checkpoints")
+        history = read_history(run_dir / "history.jsonl", before_epoch=start_epoch)
+        (run_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    ckpt_dir = run_dir / "checkpoints"
+    # purge_step hides TensorBoard points an interrupted session logged after its last checkpoint.
+    writer = SummaryWriter(run_dir, purge_step=start_epoch if resume_state else None)
     print(f"run folder: {run_dir}  |  device: {device}  |  train/val/test images: "
-          f"{len(train_loader.dataset)}/{len(val_loader.dataset)}/{len(test_loader.dataset)}")
+          f"{len(train_loader.dataset)}/{len(val_loader.dataset)}/{len(test_loader.dataset)}"
+          + (f"  |  resuming at epoch {start_epoch}" if resume_state else ""))
 
-    # Model and optimizer (Adam, as in the assignment).
-    model = VAE(num_filters=args.num_filters, z_dim=args.z_dim, lr=args.lr).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    epoch = start_epoch
+    try:
+        if start_epoch == 1 and 0 in args.sample_epochs:
+            sample_and_save(model, 0, writer)
+        for epoch in tqdm(range(start_epoch, args.epochs + 1), desc="epochs", initial=start_epoch - 1,
+                          total=args.epochs, disable=no_bars, dynamic_ncols=True):
+            # Train one epoch, then validate (a diverged model stops the run before anything is saved).
+            t0 = time.time()
+            batches = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=no_bars, dynamic_ncols=True)
+            train_stats = train_vae(train_model, batches, optimizer, args.precision, args.grad_clip)
+            val_stats = test_vae(model, val_loader)
+            if not math.isfinite(val_stats[0]):
+                raise NonFiniteLossError("validation")
+            seconds = time.time() - t0
 
-    if 0 in args.sample_epochs:
-        sample_and_save(model, 0, writer)
-    best_val_bpd, best_epoch, epoch_seconds = math.inf, 0, []
-    for epoch in tqdm(range(1, args.epochs + 1), desc="epochs", disable=no_bars, dynamic_ncols=True):
-        # Train one epoch, then validate.
-        t0 = time.time()
-        batches = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=no_bars, dynamic_ncols=True)
-        train_stats = train_vae(model, batches, optimizer)
-        val_stats = test_vae(model, val_loader)
-        seconds = time.time() - t0
-        epoch_seconds.append(seconds)
+            # Log, then checkpoint: `best` on a new best validation bpd first, then `last`, so that
+            # `last` never points to a best epoch whose weights were not saved.
+            log_epoch(writer, run_dir / "history.jsonl", epoch, {"train": train_stats, "val": val_stats}, seconds)
+            if val_stats[0] < best_val_bpd:
+                best_val_bpd, best_epoch = val_stats[0], epoch
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                     "best_val_bpd": best_val_bpd, "best_epoch": best_epoch, "args": args_dict,
+                     "wall_time_s": elapsed + time.time() - session_start, "rng": rng_states(data_order)}
+            if best_epoch == epoch:
+                save_checkpoint(ckpt_dir / "best.pt", state)
+            save_checkpoint(ckpt_dir / "last.pt", state)
 
-        # Log, then checkpoint: `best` on a new best validation bpd, `last` every epoch.
-        log_epoch(writer, run_dir / "history.jsonl", epoch, {"train": train_stats, "val": val_stats}, seconds)
-        if val_stats[0] < best_val_bpd:
-            best_val_bpd, best_epoch = val_stats[0], epoch
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                 "best_val_bpd": best_val_bpd, "best_epoch": best_epoch, "args": args_dict}
-        if best_epoch == epoch:
-            save_checkpoint(ckpt_dir / "best.pt", state)
-        save_checkpoint(ckpt_dir / "last.pt", state)
-
-        # Sample grids on the report's schedule.
-        if epoch in args.sample_epochs:
-            sample_and_save(model, epoch, writer)
-        tqdm.write(f"epoch {epoch:3d}/{args.epochs} | train bpd {train_stats[0]:.4f} | "
-                   f"val bpd {val_stats[0]:.4f} | {seconds:.1f} s")
+            # Sample grids on the report's schedule (on a fork of the RNG: the run's numbers do not change).
+            if epoch in args.sample_epochs:
+                sample_and_save(model, epoch, writer)
+            tqdm.write(f"epoch {epoch:3d}/{args.epochs} | train bpd {train_stats[0]:.4f} | "
+                       f"val bpd {val_stats[0]:.4f} | {seconds:.1f} s")
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"non-finite loss in epoch {epoch} ({error}); {ckpt_dir} holds the last finite "
+                                 f"epochs: try a lower --lr or --grad_clip 1.0") from None
+    except (KeyboardInterrupt, Terminated) as stop:
+        signal_name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
+        print(f"\n{signal_name} during epoch {epoch}: {ckpt_dir / 'last.pt'} holds epoch {epoch - 1 if epoch > 1 else 'none'};"
+              f" continue with: python {Path(sys.argv[0]).name} --resume {run_dir}", file=sys.stderr)
+        raise
+    finally:
+        writer.flush()
 
     # Test the best-by-validation model (the untrained one when no epoch ran).
     if best_epoch > 0:
-        model.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True)["model"])
+        best = load_checkpoint(ckpt_dir / "best.pt", map_location=device)
+        model.load_state_dict(best["model"])
     test_bpd, test_rec, test_reg = test_vae(model, test_loader)
-    for name, value in {"bpd": test_bpd, "rec_loss": test_rec, "kl": test_reg, "elbo": -(test_rec + test_reg)}.items():
+    test_scalars = {"bpd": test_bpd, "rec_loss": test_rec, "kl": test_reg, "elbo": -(test_rec + test_reg)}
+    iw = {}
+    if args.final_iw_samples:
+        # The importance-weighted bound (Burda et al. 2016): tighter than the ELBO. evaluate.py
+        # imports this module, hence the import here.
+        from evaluate import importance_weighted_bpd
+        iw = importance_weighted_bpd(model, test_loader, args.final_iw_samples, seed=args.seed, progress=not no_bars)
+        test_scalars["iw_bpd"] = iw["iw_bpd"]
+    for name, value in test_scalars.items():
         writer.add_scalar(f"test/{name}", value, best_epoch)
     if args.z_dim == 2:
         manifold = visualize_manifold(model.decoder, grid_size=20)  # [3, H, W]
@@ -287,18 +453,22 @@ def main(args):
         writer.add_image("manifold", manifold, best_epoch)
     writer.close()
 
+    history = read_history(run_dir / "history.jsonl")
     metrics = {
         "test_bpd": test_bpd, "test_rec_loss": test_rec, "test_reg_loss": test_reg,
         "best_epoch": best_epoch, "best_val_bpd": best_val_bpd if best_epoch > 0 else None,
-        "epochs": args.epochs, "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else None,
-        "wall_time_s": time.time() - start_time, "device": str(device),
+        **({"test_iw_bpd": iw["iw_bpd"], "test_iw_bpd_se": iw["iw_bpd_se"], "test_elbo_bpd_se": iw["elbo_bpd_se"],
+            "iw_samples": args.final_iw_samples} if iw else {}),
+        "epochs": args.epochs, "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])) if history else None,
+        "wall_time_s": elapsed + time.time() - session_start, "device": str(device),
     }
     write_json(run_dir / "metrics.json", metrics)
-    print(f"test bpd {test_bpd:.4f} (best epoch {best_epoch}) | wall time {metrics['wall_time_s']:.0f} s | {run_dir}")
+    iw_text = f" | importance-weighted (K={args.final_iw_samples}) {iw['iw_bpd']:.4f}" if iw else ""
+    print(f"test bpd {test_bpd:.4f}{iw_text} (best epoch {best_epoch}) | wall time {metrics['wall_time_s']:.0f} s | {run_dir}")
     return metrics
 
 
-def _int_at_least(minimum):
+def int_at_least(minimum):
     def parse(text):
         try:
             value = int(text)
@@ -310,7 +480,7 @@ def _int_at_least(minimum):
     return parse
 
 
-def _positive_float(text):
+def positive_float(text):
     try:
         value = float(text)
     except ValueError:
@@ -324,29 +494,49 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     model = parser.add_argument_group("model")
-    model.add_argument("--z_dim", type=_int_at_least(1), default=20, help="dimensionality of the latent space")
-    model.add_argument("--num_filters", type=_int_at_least(1), default=32,
+    model.add_argument("--z_dim", type=int_at_least(1), default=20, help="dimensionality of the latent space")
+    model.add_argument("--num_filters", type=int_at_least(1), default=32,
                        help="channels of the first conv layers (later ones use twice as many)")
 
     optim = parser.add_argument_group("optimization")
-    optim.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
-    optim.add_argument("--batch_size", type=_int_at_least(1), default=128, help="images per minibatch")
-    optim.add_argument("--epochs", type=_int_at_least(0), default=80, help="training epochs")
+    optim.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    optim.add_argument("--batch_size", type=int_at_least(1), default=128, help="images per minibatch")
+    optim.add_argument("--epochs", type=int_at_least(0), default=80, help="training epochs")
     optim.add_argument("--seed", type=int, default=42, help="seed of every random number generator")
+    optim.add_argument("--grad_clip", type=positive_float, default=None,
+                       help="clip the global gradient norm to this value (default: no clipping)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_dir", type=Path, default=PART1_DIR.parent / "data",
                       help="folder holding FashionMNIST/raw/ (downloaded there when missing)")
-    data.add_argument("--num_workers", type=_int_at_least(0), default=0,
+    data.add_argument("--num_workers", type=int_at_least(0), default=0,
                       help="DataLoader worker processes (the data are in memory: 0 is usually fastest)")
+
+    speed = parser.add_argument_group("speed (same model and loss; see README, Performance)")
+    speed.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                       help="bf16 autocast of the convs and linear layers (sampling, KL and cross-entropy stay fp32); "
+                            "about 5x slower on CPUs without native bf16 (AVX2 only), see README")
+    speed.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                       help="channels_last memory format for the model")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the training step's model")
+    speed.add_argument("--deterministic", action="store_true",
+                       help="bitwise-reproducible CUDA runs (no cuDNN autotuning); CPU runs are always reproducible")
+
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval_batch_size", type=int_at_least(1), default=512,
+                            help="images per validation/test batch")
+    evaluation.add_argument("--final_iw_samples", type=int_at_least(0), default=100,
+                            help="K of the importance-weighted test bpd computed after training (0: skip it)")
 
     logging = parser.add_argument_group("logging")
     logging.add_argument("--log_dir", type=Path, default=PART1_DIR / "VAE_logs",
                          help="each run gets a fresh timestamped folder in here")
-    logging.add_argument("--sample_epochs", type=_int_at_least(0), nargs="*", default=[0, 10, 80],
+    logging.add_argument("--sample_epochs", type=int_at_least(0), nargs="*", default=[0, 10, 80],
                          help="epochs after which an 8x8 sample grid is saved (0: before training)")
     logging.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=None,
                          help="tqdm progress bars over epochs and batches (unset: only when stderr is a terminal)")
+    logging.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                         help="continue this run folder from its checkpoints/last.pt, with its settings")
 
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -354,13 +544,29 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def cli(argv=None):
+    """Parse arguments, run main, and turn every expected failure into one line and an exit status:
+    2 bad input, 1 diverged (non-finite loss), 130 SIGINT, 143 SIGTERM."""
     args = parse_args(argv)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main(args)
-    except (DataError, UserError) as error:
+    except (DataError, UserError, CheckpointError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteLossError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Terminated:
+        sys.exit(143)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,11 @@ def sample_reparameterize(mean, std):
     Returns:
         z: [B, z_dim] one sample per element.
     """
-    if std.device.type == "cpu":
-        if bool((std < 0).any()):
-            raise ValueError("sample_reparameterize: std has negative entries; pass a standard "
-                             "deviation such as exp(log_std), not log_std itself")
-    else:
-        # On an accelerator a Python `if` would force a host sync every training step.
-        torch._assert_async(torch.all(std >= 0), "sample_reparameterize: std has negative entries")
+    # Checked on the CPU in eager mode only: on a GPU the check would force a host sync every step,
+    # and under torch.compile a graph break (the VAE passes exp(log_std) there, never negative).
+    if std.device.type == "cpu" and not torch.compiler.is_compiling() and bool((std < 0).any()):
+        raise ValueError("sample_reparameterize: std has negative entries; pass a standard "
+                         "deviation such as exp(log_std), not log_std itself")
     eps = torch.randn_like(std)
     return mean + std * eps
 
@@ -74,6 +72,19 @@ def manifold_latents(grid_size):
     return torch.stack([z1.flatten(), z2.flatten()], dim=1)  # [grid_size**2, 2]
 
 
+def decoder_mean_image(logits):
+    """The decoder mean as an image: each pixel is E[level] / 15 = sum_k k * p_k / 15, in [0, 1].
+
+    Args:
+        logits: [N, L, H, W] logits of the per-pixel L-way categoricals (L = 16 levels).
+    Returns:
+        [N, 1, H, W] float32 images in [0, 1] (level 0 -> 0, level L-1 -> 1), on the logits' device.
+    """
+    probs = torch.softmax(logits.float(), dim=1)  # [N, L, H, W]
+    levels = torch.arange(probs.shape[1], device=probs.device, dtype=probs.dtype)  # [L]
+    return (probs * levels.view(1, -1, 1, 1)).sum(dim=1, keepdim=True) / (probs.shape[1] - 1)  # [N, 1, H, W]
+
+
 @torch.no_grad()
 def visualize_manifold(decoder, grid_size=20):
     """Decode a grid of 2-D latents into one image of the learned data manifold.
@@ -92,8 +103,6 @@ def visualize_manifold(decoder, grid_size=20):
     was_training = decoder.training
     decoder.eval()
     z = manifold_latents(grid_size).to(decoder.device)  # [G*G, 2]
-    probs = torch.softmax(decoder(z).float(), dim=1)  # [G*G, 16, 28, 28]
-    levels = torch.arange(probs.shape[1], device=probs.device, dtype=probs.dtype)  # [16]
-    mean_img = (probs * levels.view(1, -1, 1, 1)).sum(dim=1, keepdim=True) / (probs.shape[1] - 1)  # [G*G, 1, 28, 28]
+    mean_img = decoder_mean_image(decoder(z))  # [G*G, 1, 28, 28] in [0, 1]
     decoder.train(was_training)
     return torchvision.utils.make_grid(mean_img.cpu(), nrow=grid_size).clamp(0, 1)

@@ -1,0 +1,245 @@
+"""Training throughput, side by side in one process: the assignment template's pipeline, this
+project's default, its fastest option combination, and the training step alone (the ceiling).
+
+    python benchmark.py                         # synthetic 4-bit data, 60,000 images, CPU or CUDA
+    python benchmark.py --data_dir ../data      # the real files instead
+    python benchmark.py --full_epoch            # also one real epoch of train_torch.py: seconds, peak RSS
+
+Every figure is images per second of training (forward + backward + Adam), after warm-up, over a
+fixed number of steps; each is measured --repeats times, interleaved, and the median is reported.
+"""
+import argparse
+import itertools
+import json
+import platform
+import resource
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.data import DataLoader
+
+from fmnist import RAW_FILES, fmnist
+from train_torch import VAE, autocast, build_model, parse_args, resolve_device, train_vae
+
+PART1_DIR = Path(__file__).resolve().parent
+
+
+def write_synthetic_idx(root, num_images, seed=0):
+    """Random uint8 images in torchvision's FashionMNIST layout (train: num_images, test: num_images // 6)."""
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for (image_file, label_file), n in zip((RAW_FILES[:2], RAW_FILES[2:]), (num_images, max(num_images // 6, 1))):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        (raw / image_file).write_bytes(struct.pack(">IIII", 0x0803, n, 28, 28) + images.tobytes())
+        (raw / label_file).write_bytes(struct.pack(">II", 0x0801, n) + rng.integers(0, 10, n, dtype=np.uint8).tobytes())
+    return Path(root)
+
+
+def template_quantize(x):
+    """The template's per-sample transform after ToTensor(): [0, 1] floats -> 16 levels."""
+    return (x * 16).floor().clamp(max=15).long()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def bench_baseline(data_dir, device, batch_size, steps, warmup, workers):
+    """The template: per-sample ToTensor + quantize, DataLoader with workers, fp32 NCHW, .item() per step."""
+    transform = torchvision.transforms.Compose([torchvision.transforms.ToTensor(), template_quantize])
+    dataset = torchvision.datasets.FashionMNIST(data_dir, train=True, transform=transform, download=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0)
+    model = VAE(num_filters=32, z_dim=20, lr=1e-3).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = itertools.cycle(loader) if len(loader) < warmup + steps else iter(loader)
+
+    def run(n):
+        for _ in range(n):
+            imgs, _ = next(batches)
+            L_rec, L_reg, bpd = model(imgs.to(device))
+            optimizer.zero_grad()
+            bpd.backward()
+            optimizer.step()
+            bpd.item()  # the template logs every step
+
+    run(warmup)
+    return steps * batch_size / timed(lambda: run(steps), device)
+
+
+class ProjectTrainer:
+    """train_vae on the fmnist loaders, with the model built by train_torch.build_model from `args`."""
+
+    def __init__(self, args, data_dir, device):
+        self.args, self.device = args, device
+        self.loader = fmnist(data_dir, args.batch_size, args.num_workers, download=False,
+                             generator=torch.Generator().manual_seed(0),
+                             device=device if device.type == "cuda" else None)[0]
+        torch.manual_seed(0)
+        self.model, self.optimizer, self.train_model = build_model(args, device)
+
+    def images_per_second(self, steps, warmup):
+        run = lambda n: train_vae(self.train_model, itertools.islice(self.loader, n), self.optimizer,  # noqa: E731
+                                  self.args.precision, self.args.grad_clip)
+        run(warmup)
+        return steps * self.args.batch_size / timed(lambda: run(steps), self.device)
+
+    def step_images_per_second(self, steps, warmup):
+        """The training step alone, on one fixed batch already on the device: the ceiling."""
+        imgs = next(iter(self.loader))[0].to(self.device)
+        model, optimizer = self.train_model, self.optimizer
+
+        def run(n):
+            for _ in range(n):
+                with autocast(self.device, self.args.precision):
+                    _, _, bpd = model(imgs)
+                optimizer.zero_grad(set_to_none=True)
+                bpd.backward()
+                optimizer.step()
+
+        run(warmup)
+        return steps * len(imgs) / timed(lambda: run(steps), self.device)
+
+
+def option_args(device_name, batch_size, precision, channels_last, compile_):
+    return parse_args(["--device", device_name, "--batch_size", str(batch_size), "--precision", precision,
+                       "--channels_last" if channels_last else "--no-channels_last"] + (["--compile"] if compile_ else []))
+
+
+def describe(args):
+    return f"{args.precision}, {'channels_last' if args.channels_last else 'NCHW'}{', compile' if args.compile else ''}"
+
+
+def full_epoch(data_dir, device_name):
+    """One real epoch of train_torch.py (defaults) in a child process: its epoch seconds and peak RSS."""
+    with tempfile.TemporaryDirectory() as logs:
+        subprocess.run([sys.executable, str(PART1_DIR / "train_torch.py"), "--data_dir", str(data_dir), "--epochs", "1",
+                        "--sample_epochs", "--final_iw_samples", "0", "--log_dir", logs, "--device", device_name,
+                        "--no-progress_bar"],
+                       check=True, capture_output=True, text=True)
+        history = json.loads(next(Path(logs).glob("*/history.jsonl")).read_text().splitlines()[0])
+    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux reports KiB
+    return {"epoch_seconds": history["seconds"], "peak_rss_bytes": peak_rss,
+            "projected_80_epochs_minutes": 80 * history["seconds"] / 60}
+
+
+def main(args):
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir or write_synthetic_idx(tmp, args.num_images)
+        defaults = parse_args(["--device", args.device, "--batch_size", str(args.batch_size)])
+        print(f"device {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
+              f"data {args.data_dir or f'synthetic, {args.num_images} images'} | batch {defaults.batch_size} | "
+              f"{args.steps} steps after {args.warmup} warm-up, median of {args.repeats}", flush=True)
+
+        # Candidates for "fastest": every precision x memory format, plus compile on the best of them.
+        candidates = [option_args(args.device, defaults.batch_size, p, cl, False)
+                      for p in ("fp32", "bf16") for cl in (False, True)]
+        ceilings = {}
+        for cand in candidates:
+            ceilings[describe(cand)] = ProjectTrainer(cand, data_dir, device).step_images_per_second(
+                args.probe_steps, args.warmup)
+            print(f"  step alone, {describe(cand):28s} {ceilings[describe(cand)]:8.0f} images/s (probe)", flush=True)
+        best = max(candidates, key=lambda c: ceilings[describe(c)])
+        if not args.no_compile:
+            compiled = option_args(args.device, defaults.batch_size, best.precision, best.channels_last, True)
+            trainer = ProjectTrainer(compiled, data_dir, device)
+            start = time.perf_counter()
+            trainer.step_images_per_second(1, 1)  # compilation happens here
+            compile_seconds = time.perf_counter() - start
+            ceilings[describe(compiled)] = trainer.step_images_per_second(args.probe_steps, args.warmup)
+            print(f"  step alone, {describe(compiled):28s} {ceilings[describe(compiled)]:8.0f} images/s (probe; "
+                  f"compiled in {compile_seconds:.0f} s)", flush=True)
+            if ceilings[describe(compiled)] > ceilings[describe(best)]:
+                best = compiled
+
+        # The four measurements, interleaved, repeated.
+        default_trainer = ProjectTrainer(defaults, data_dir, device)
+        fastest_trainer = default_trainer if describe(best) == describe(defaults) else ProjectTrainer(best, data_dir, device)
+        runs = {"baseline": [], "default": [], "fastest": [], "ceiling": []}
+        for repeat in range(args.repeats):
+            runs["baseline"].append(bench_baseline(data_dir, device, defaults.batch_size, args.steps, args.warmup,
+                                                   args.baseline_workers))
+            runs["default"].append(default_trainer.images_per_second(args.steps, args.warmup))
+            runs["fastest"].append(fastest_trainer.images_per_second(args.steps, args.warmup))
+            runs["ceiling"].append(default_trainer.step_images_per_second(args.steps, args.warmup))
+            print(f"  repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items()), flush=True)
+        median = {k: statistics.median(v) for k, v in runs.items()}
+        result = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "data": args.data_dir and str(args.data_dir) or f"synthetic, {args.num_images} images",
+            "batch_size": defaults.batch_size, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+            "baseline_workers": args.baseline_workers,
+            "default_options": describe(defaults), "fastest_options": describe(best),
+            "images_per_second": median, "runs": runs, "step_probe_images_per_second": ceilings,
+            "ratios": {"default/baseline": median["default"] / median["baseline"],
+                       "default/ceiling": median["default"] / median["ceiling"],
+                       "fastest/baseline": median["fastest"] / median["baseline"]},
+        }
+        if args.full_epoch:
+            result["full_epoch"] = full_epoch(data_dir, args.device)
+
+    print(f"\n{'pipeline':10s} {'options':34s} {'images/s':>9s}")
+    for name, options in (("baseline", f"template, {args.baseline_workers} workers, fp32 NCHW"),
+                          ("default", describe(defaults)), ("fastest", describe(best)),
+                          ("ceiling", f"step alone, {describe(defaults)}")):
+        print(f"{name:10s} {options:34s} {median[name]:9.0f}")
+    print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items()))
+    if args.full_epoch:
+        fe = result["full_epoch"]
+        print(f"one epoch of train_torch.py: {fe['epoch_seconds']:.1f} s, peak RSS {fe['peak_rss_bytes'] / 2**20:.0f} MiB,"
+              f" 80 epochs projected {fe['projected_80_epochs_minutes']:.1f} min")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.out}")
+    return result
+
+
+def parse_benchmark_args(argv=None):
+    parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to measure")
+    parser.add_argument("--data_dir", type=Path, default=None,
+                        help="folder holding FashionMNIST/raw/ (default: synthetic data of --num_images)")
+    parser.add_argument("--num_images", type=int, default=60_000, help="size of the synthetic training set")
+    parser.add_argument("--batch_size", type=int, default=128, help="images per training step (all pipelines)")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
+    parser.add_argument("--probe_steps", type=int, default=5, help="timed steps per option candidate")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; medians are reported")
+    parser.add_argument("--baseline_workers", type=int, default=4, help="DataLoader workers of the template")
+    parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile candidate")
+    parser.add_argument("--full_epoch", action="store_true",
+                        help="also run one epoch of train_torch.py: epoch seconds, peak RSS, 80-epoch projection")
+    parser.add_argument("--out", type=Path, default=PART1_DIR / "benchmark.json", help="JSON results file")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_benchmark_args())

@@ -1,0 +1,159 @@
+"""report/make_figures.py on fake run folders: figures, results.md from the JSON, report markers, errors."""
+import json
+import shutil
+import sys
+
+import pytest
+import torch
+import torchvision
+from matplotlib.image import imread
+
+from conftest import REPO_ROOT
+from train_torch import parse_args as train_parse_args
+
+sys.path.insert(0, str(REPO_ROOT / "report"))
+import make_figures  # noqa: E402
+
+REPORT_TEXT = """# Report
+
+Text before.
+
+<!-- results:begin -->
+an old table that must disappear
+<!-- results:end -->
+
+Text after.
+"""
+
+
+def save_grid(path, num_images, nrow, seed):
+    """A make_grid PNG of random 28x28 images, laid out like train_torch.py's grids."""
+    images = torch.rand(num_images, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    torchvision.utils.save_image(torchvision.utils.make_grid(images, nrow=nrow), path)
+
+
+def fake_run(root, name, z_dim, metrics, sample_epochs=(0, 1, 3)):
+    """A run folder as train_torch.py writes it: args.json, a 3-epoch history.jsonl, metrics.json, PNGs."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    args = vars(train_parse_args(["--z_dim", str(z_dim), "--epochs", "3", "--data_dir", str(root / "data"),
+                                  "--sample_epochs", *map(str, sample_epochs)]))
+    args = {k: str(v) if not isinstance(v, (int, float, list, type(None))) else v for k, v in args.items()}
+    (run_dir / "args.json").write_text(json.dumps(args, indent=2))
+    with open(run_dir / "history.jsonl", "w") as f:
+        for epoch, (train_bpd, val_bpd) in enumerate([(3.9, 3.4), (2.5, 2.3), (1.9, 1.8)], start=1):
+            record = {"epoch": epoch, "seconds": 1.5}
+            for split, bpd in (("train", train_bpd), ("val", val_bpd)):
+                record.update({f"{split}_bpd": bpd, f"{split}_rec_loss": bpd * 543 - 10, f"{split}_kl": 10.0,
+                               f"{split}_elbo": -bpd * 543})
+            f.write(json.dumps(record) + "\n")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    for epoch in sample_epochs:
+        save_grid(run_dir / f"samples_epoch_{epoch:03d}.png", 64, 8, seed=epoch)
+    if z_dim == 2:
+        save_grid(run_dir / "vae_manifold.png", 400, 20, seed=99)
+    return run_dir
+
+
+def metrics_of(test_bpd, best_val_bpd, **extra):
+    return {"test_bpd": test_bpd, "test_rec_loss": 654.321, "test_reg_loss": 12.345, "best_epoch": 3,
+            "best_val_bpd": best_val_bpd, "epochs": 3, "seconds_per_epoch": 1.5, "wall_time_s": 7.25,
+            "device": "cpu", **extra}
+
+
+@pytest.fixture(scope="module")
+def run_templates(tmp_path_factory):
+    """The two fake run folders, written once; tests get copies (some tests change them)."""
+    root = tmp_path_factory.mktemp("runs")
+    fake_run(root, "2026-01-01_00-00-00_z20", 20, metrics_of(1.23456, 1.11111))
+    fake_run(root, "2026-01-01_00-01-00_z2", 2, metrics_of(2.71828, 2.5, test_iw_bpd=2.61803))
+    return root
+
+
+@pytest.fixture
+def runs(run_templates, tmp_path):
+    shutil.copytree(run_templates, tmp_path / "runs")
+    report = tmp_path / "report.md"
+    report.write_text(REPORT_TEXT)
+    return (tmp_path / "runs" / "2026-01-01_00-00-00_z20", tmp_path / "runs" / "2026-01-01_00-01-00_z2", report,
+            tmp_path / "figures")
+
+
+def run_main(*argv):
+    return make_figures.main(make_figures.parse_args([str(a) for a in argv]))
+
+
+def test_figures_table_and_report(runs):
+    main_run, z2_run, report, out = runs
+    run_main(main_run, z2_run, "--out_dir", out, "--report", report)
+
+    for name in ("bpd_curves.png", "samples.png", "manifold.png", "results.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    # The figures are real PNGs of a sensible size.
+    for name in ("bpd_curves.png", "samples.png", "manifold.png"):
+        image = imread(out / name)  # [H, W, channels]
+        assert image.shape[0] > 300 and image.shape[1] > 300, (name, image.shape)
+
+    results = (out / "results.md").read_text()
+    for text in ("1.2346", "1.1111", "2.7183", "2.6180", "654.32", "12.35", "2026-01-01_00-00-00_z20",
+                 "2026-01-01_00-01-00_z2", "importance-weighted", "1.50 s", "7.25 s", "cpu"):
+        assert text in results, text
+    # The command lines are rebuilt from args.json: flags that differ from the defaults.
+    assert "`python part1/train_torch.py --z_dim 2 --epochs 3 --data_dir " in results
+    assert "--sample_epochs 0 1 3" in results
+    assert "first below 2.0 after epoch 3" in results
+
+    text = report.read_text()
+    assert "an old table that must disappear" not in text
+    assert text.startswith("# Report\n\nText before.\n\n<!-- results:begin -->\n")
+    assert text.endswith("<!-- results:end -->\n\nText after.\n")
+    assert "1.2346" in text and "2.6180" in text
+    block = text[text.index(make_figures.BEGIN_MARKER):text.index(make_figures.END_MARKER)]
+    assert block.count("| --- |") == results.count("| --- |")
+
+    # Updating again gives the same report (the block is replaced, not appended to).
+    make_figures.update_report(report, block[len(make_figures.BEGIN_MARKER):].strip("\n"))
+    assert report.read_text() == text
+
+
+def test_optional_inputs(runs):
+    """No z_dim 2 run: no manifold.png (a stale one is removed); eval_test.json keys appear when present."""
+    main_run, _, report, out = runs
+    out.mkdir()
+    (out / "manifold.png").write_bytes(b"stale")
+    # Shaped like part1/evaluate.py's output; the script must cope with whatever keys it finds.
+    evaluation = {"split": "test", "num_images": 509, "num_samples": 100,
+                  "elbo": {"bpd": 1.23999, "bpd_se": 0.00456, "nats": 672.5, "nats_se": 2.5},
+                  "iw": {"bpd": 1.19871, "bpd_se": 0.00432, "nats": 650.1, "nats_se": 2.3},
+                  "per_class": {"T-shirt/top": {"count": 51, "elbo_bpd": 1.31, "elbo_bpd_se": 0.02}},
+                  "latents": {"active_units": 7, "kl_per_dim": [0.5, 0.25]},
+                  "per_class_bpd": [1.0 + i / 10 for i in range(10)]}
+    (main_run / "eval_test.json").write_text(json.dumps(evaluation))
+    run_main(main_run, "--out_dir", out, "--report", report)
+    assert not (out / "manifold.png").exists()
+    results = (out / "results.md").read_text()
+    assert "eval_test.json" in results
+    assert "| ELBO | 1.2400 ± 0.0046 | 672.5 ± 2.5 |" in results
+    assert "| IW | 1.1987 ± 0.0043 | 650.1 ± 2.3 |" in results
+    assert "| T-shirt/top | 51 | 1.3100 ± 0.0200 |" in results
+    assert "active units: 7" in results and "0.5000, 0.2500" in results
+    assert "| 9 Ankle boot | 1.9000 |" in results
+
+
+@pytest.mark.parametrize("problem", ["no_folder", "no_history", "no_markers"])
+def test_errors_are_one_line_exit_2(runs, problem, capsys):
+    main_run, z2_run, report, out = runs
+    if problem == "no_folder":
+        argv = [main_run.parent / "missing", "--report", report]
+    elif problem == "no_history":
+        (z2_run / "history.jsonl").unlink()
+        argv = [main_run, z2_run, "--report", report]
+    else:
+        report.write_text("# no markers\n")
+        argv = [main_run, "--report", report]
+    with pytest.raises(SystemExit) as exit_info:
+        make_figures.cli([str(a) for a in [*argv, "--out_dir", out]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("make_figures.py: error: ") and err.count("\n") == 1, err
+    assert not out.exists()  # nothing is written when an input is wrong

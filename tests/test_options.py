@@ -1,0 +1,59 @@
+"""Speed options keep the contract: same outputs, finite losses, bpd close to fp32 on the same seed."""
+import json
+import math
+
+import pytest
+
+from conftest import PART1, run_script
+from train_torch import main, parse_args
+
+
+def train(data_dir, log_dir, *flags):
+    args = parse_args(["--data_dir", str(data_dir), "--log_dir", str(log_dir), "--epochs", "2", "--batch_size", "64",
+                       "--num_filters", "8", "--z_dim", "2", "--sample_epochs", "2", "--final_iw_samples", "0", "--device", "cpu",
+                       "--no-progress_bar", *flags])
+    metrics = main(args)
+    run_dir = next(p for p in log_dir.iterdir() if p.is_dir())
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    files = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()
+             and not p.name.startswith("events.out")}
+    return metrics, history, files
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_data, tmp_path_factory):
+    return train(tiny_data, tmp_path_factory.mktemp("fp32"), "--precision", "fp32", "--no-channels_last")
+
+
+@pytest.mark.parametrize("flags, tolerance", [
+    (["--channels_last"], 1e-4),                 # a memory layout: the same maths up to float rounding
+    (["--precision", "bf16"], 0.05),             # ~3 significant digits in the convs
+    (["--eval_batch_size", "7"], 0.03),          # other batches draw other z noise for the validation ELBO
+    (["--compile"], 1e-3),                       # fused kernels, fp32
+])
+def test_option_keeps_the_contract(flags, tolerance, reference, tiny_data, tmp_path):
+    ref_metrics, ref_history, ref_files = reference
+    metrics, history, files = train(tiny_data, tmp_path, *flags)
+    assert files == ref_files
+    for ours, theirs in zip(history, ref_history, strict=True):
+        for key in ("train_bpd", "val_bpd", "train_kl", "val_kl"):
+            assert math.isfinite(ours[key])
+        assert abs(ours["train_bpd"] - theirs["train_bpd"]) < tolerance
+        assert abs(ours["val_bpd"] - theirs["val_bpd"]) < tolerance
+    assert abs(metrics["test_bpd"] - ref_metrics["test_bpd"]) < tolerance
+
+
+def test_benchmark_runs_and_writes_json(tmp_path):
+    """Tiny sizes, every pipeline, one repeat: the benchmark cannot rot."""
+    out = tmp_path / "bench.json"
+    result = run_script([PART1 / "benchmark.py", "--device", "cpu", "--num_images", "400", "--batch_size", "16", "--steps", "2",
+                         "--probe_steps", "1", "--warmup", "1", "--repeats", "1", "--baseline_workers", "0",
+                         "--no_compile", "--out", out])
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench = json.loads(out.read_text())
+    assert set(bench["images_per_second"]) == {"baseline", "default", "fastest", "ceiling"}
+    assert all(v > 0 for v in bench["images_per_second"].values())
+    ips = bench["images_per_second"]
+    assert bench["ratios"]["default/baseline"] == pytest.approx(ips["default"] / ips["baseline"])
+    assert bench["default_options"] == "fp32, channels_last"
+    assert "baseline" in result.stdout and "ratios: default/baseline" in result.stdout
