@@ -31,9 +31,14 @@ def save_checkpoint(path, state):
     _atomic_write(path, lambda f: torch.save(state, f))
 
 
+def write_text(path, text):
+    """Write `text` to `path` atomically."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def write_json(path, obj):
     """Write `obj` as indented JSON to `path` atomically."""
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def remove_stale_tmp(folder):

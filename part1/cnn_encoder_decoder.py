@@ -3,7 +3,6 @@
 The encoder maps a 4-bit image to the parameters (mean, log_std) of a diagonal Gaussian
 q(z|x); the decoder maps a latent z to 16 logits per pixel, one categorical per pixel.
 """
-import torch
 import torch.nn as nn
 
 

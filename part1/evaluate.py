@@ -12,7 +12,6 @@ Results go to eval_<split>.json in the run folder, pictures to reconstructions_<
 interpolations_<split>.png there, and everything to the run's TensorBoard.
 """
 import argparse
-import json
 import math
 import sys
 import time

@@ -25,7 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from checkpoints import (CheckpointError, check_model_fits, load_checkpoint, remove_stale_tmp, save_checkpoint,
-                         write_json)
+                         write_json, write_text)
 from cnn_encoder_decoder import CNNDecoder, CNNEncoder
 from fmnist import DataError, fmnist
 from utils import KLD, elbo_to_bpd, sample_reparameterize, visualize_manifold
@@ -132,7 +132,7 @@ def autocast(device, precision):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None):
+def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None, check_every_step=None):
     """One epoch of training; the loss is the batch's bpd (the negative ELBO, rescaled).
 
     Args:
@@ -140,6 +140,7 @@ def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None):
         optimizer: steps the model's parameters.
         precision: "fp32", or "bf16" for bf16 autocast of the forward pass.
         grad_clip: clip the global gradient norm to this value (None: no clipping).
+        check_every_step: stop at a NaN/Inf loss in the same step (None: only on the CPU).
     Returns:
         (bpd, rec_loss, reg_loss): averages over the images seen, weighted by batch size
         (bits per dimension; nats per image; nats per image).
@@ -151,7 +152,8 @@ def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None):
     model.train()
     totals = torch.zeros(3, device=model.device)  # batch-size-weighted sums of bpd, L_rec, L_reg
     first_bad_step = torch.full((), -1, device=model.device)  # first step with a NaN/Inf loss; -1: none
-    check_every_step = model.device.type == "cpu"
+    if check_every_step is None:
+        check_every_step = model.device.type == "cpu"
     num_images = 0
     for step, (imgs, _) in enumerate(loader):
         imgs = imgs.to(model.device, non_blocking=True)  # [B, 1, 28, 28]
@@ -277,6 +279,11 @@ def make_run_dir(log_dir, z_dim):
     raise UserError(f"--log_dir {log_dir} already holds 1000 runs named {stamp}*")
 
 
+def args_to_dict(args):
+    """The arguments as plain values (paths as strings): for args.json and checkpoints (weights_only)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def resumed_args(args, path):
     """The settings of the run being resumed, with the flags a resume may change taken from `args`.
 
@@ -284,15 +291,14 @@ def resumed_args(args, path):
     a resumed run must compute exactly what the uninterrupted run would have.
     """
     state = load_checkpoint(path)
-    as_saved = lambda namespace: {k: str(v) if isinstance(v, Path) else v for k, v in vars(namespace).items()}  # noqa: E731
-    saved, defaults = state["args"], as_saved(parse_args([]))
+    saved, defaults = state["args"], args_to_dict(parse_args([]))
     if "z_dim" not in saved or "num_filters" not in saved:
         raise CheckpointError(f"{path} does not record the run's settings")
     requested = {name: getattr(args, name) if getattr(args, name) != defaults[name] else saved[name]
                  for name in ("z_dim", "num_filters")}
     check_model_fits(state, path, requested["z_dim"], requested["num_filters"])
     merged = dict(saved)
-    for name, value in as_saved(args).items():
+    for name, value in args_to_dict(args).items():
         if name == "resume" or name not in saved:
             merged[name] = value
         elif value == defaults[name] or value == saved[name]:
@@ -367,7 +373,7 @@ def main(args):
     model, optimizer, train_model = build_model(args, device)
 
     # Run folder: a fresh one, or the resumed one with everything after its last checkpoint discarded.
-    args_dict = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    args_dict = args_to_dict(args)
     if resume_state is None:
         run_dir = make_run_dir(args.log_dir, args.z_dim)
         write_json(run_dir / "args.json", args_dict)
@@ -381,7 +387,7 @@ def main(args):
         best_val_bpd, elapsed = resume_state["best_val_bpd"], resume_state["wall_time_s"]
         remove_stale_tmp(run_dir / "checkpoints")
         history = read_history(run_dir / "history.jsonl", before_epoch=start_epoch)
-        (run_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+        write_text(run_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     ckpt_dir = run_dir / "checkpoints"
     # purge_step hides TensorBoard points an interrupted session logged after its last checkpoint.
     writer = SummaryWriter(run_dir, purge_step=start_epoch if resume_state else None)
@@ -389,7 +395,7 @@ def main(args):
           f"{len(train_loader.dataset)}/{len(val_loader.dataset)}/{len(test_loader.dataset)}"
           + (f"  |  resuming at epoch {start_epoch}" if resume_state else ""))
 
-    epoch = start_epoch
+    epoch, last_saved = start_epoch, start_epoch - 1
     try:
         if start_epoch == 1 and 0 in args.sample_epochs:
             sample_and_save(model, 0, writer)
@@ -415,43 +421,44 @@ def main(args):
             if best_epoch == epoch:
                 save_checkpoint(ckpt_dir / "best.pt", state)
             save_checkpoint(ckpt_dir / "last.pt", state)
+            last_saved = epoch
 
             # Sample grids on the report's schedule (on a fork of the RNG: the run's numbers do not change).
             if epoch in args.sample_epochs:
                 sample_and_save(model, epoch, writer)
             tqdm.write(f"epoch {epoch:3d}/{args.epochs} | train bpd {train_stats[0]:.4f} | "
                        f"val bpd {val_stats[0]:.4f} | {seconds:.1f} s")
+
+        # Test the best-by-validation model (the untrained one when no epoch ran).
+        if best_epoch > 0:
+            best = load_checkpoint(ckpt_dir / "best.pt", map_location=device)
+            model.load_state_dict(best["model"])
+        test_bpd, test_rec, test_reg = test_vae(model, test_loader)
+        test_scalars = {"bpd": test_bpd, "rec_loss": test_rec, "kl": test_reg, "elbo": -(test_rec + test_reg)}
+        iw = {}
+        if args.final_iw_samples:
+            # The importance-weighted bound (Burda et al. 2016): tighter than the ELBO. evaluate.py
+            # imports this module, hence the import here.
+            from evaluate import importance_weighted_bpd
+            iw = importance_weighted_bpd(model, test_loader, args.final_iw_samples, seed=args.seed,
+                                         progress=args.progress_bar)
+            test_scalars["iw_bpd"] = iw["iw_bpd"]
+        for name, value in test_scalars.items():
+            writer.add_scalar(f"test/{name}", value, best_epoch)
+        if args.z_dim == 2:
+            manifold = visualize_manifold(model.decoder, grid_size=20)  # [3, H, W]
+            torchvision.utils.save_image(manifold, run_dir / "vae_manifold.png")
+            writer.add_image("manifold", manifold, best_epoch)
     except NonFiniteLossError as error:
         raise NonFiniteLossError(f"non-finite loss in epoch {epoch} ({error}); {ckpt_dir} holds the last finite "
                                  f"epochs: try a lower --lr or --grad_clip 1.0") from None
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
-        print(f"\n{signal_name} during epoch {epoch}: {ckpt_dir / 'last.pt'} holds epoch {epoch - 1 if epoch > 1 else 'none'};"
-              f" continue with: python {Path(sys.argv[0]).name} --resume {run_dir}", file=sys.stderr)
+        print(f"\n{signal_name}: {ckpt_dir / 'last.pt'} holds epoch {last_saved or 'none (nothing to resume)'}; "
+              f"continue with: python {Path(sys.argv[0]).name} --resume {run_dir}", file=sys.stderr)
         raise
     finally:
-        writer.flush()
-
-    # Test the best-by-validation model (the untrained one when no epoch ran).
-    if best_epoch > 0:
-        best = load_checkpoint(ckpt_dir / "best.pt", map_location=device)
-        model.load_state_dict(best["model"])
-    test_bpd, test_rec, test_reg = test_vae(model, test_loader)
-    test_scalars = {"bpd": test_bpd, "rec_loss": test_rec, "kl": test_reg, "elbo": -(test_rec + test_reg)}
-    iw = {}
-    if args.final_iw_samples:
-        # The importance-weighted bound (Burda et al. 2016): tighter than the ELBO. evaluate.py
-        # imports this module, hence the import here.
-        from evaluate import importance_weighted_bpd
-        iw = importance_weighted_bpd(model, test_loader, args.final_iw_samples, seed=args.seed, progress=not no_bars)
-        test_scalars["iw_bpd"] = iw["iw_bpd"]
-    for name, value in test_scalars.items():
-        writer.add_scalar(f"test/{name}", value, best_epoch)
-    if args.z_dim == 2:
-        manifold = visualize_manifold(model.decoder, grid_size=20)  # [3, H, W]
-        torchvision.utils.save_image(manifold, run_dir / "vae_manifold.png")
-        writer.add_image("manifold", manifold, best_epoch)
-    writer.close()
+        writer.close()
 
     history = read_history(run_dir / "history.jsonl")
     metrics = {
@@ -504,7 +511,7 @@ def parse_args(argv=None):
     optim.add_argument("--epochs", type=int_at_least(0), default=80, help="training epochs")
     optim.add_argument("--seed", type=int, default=42, help="seed of every random number generator")
     optim.add_argument("--grad_clip", type=positive_float, default=None,
-                       help="clip the global gradient norm to this value (default: no clipping)")
+                       help="clip the global gradient norm to this value (None: no clipping)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_dir", type=Path, default=PART1_DIR.parent / "data",
@@ -515,7 +522,7 @@ def parse_args(argv=None):
     speed = parser.add_argument_group("speed (same model and loss; see README, Performance)")
     speed.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                        help="bf16 autocast of the convs and linear layers (sampling, KL and cross-entropy stay fp32); "
-                            "about 5x slower on CPUs without native bf16 (AVX2 only), see README")
+                            "an order of magnitude slower on CPUs without native bf16 (AVX2 only), see README")
     speed.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                        help="channels_last memory format for the model")
     speed.add_argument("--compile", action="store_true", help="torch.compile the training step's model")
@@ -534,7 +541,7 @@ def parse_args(argv=None):
     logging.add_argument("--sample_epochs", type=int_at_least(0), nargs="*", default=[0, 10, 80],
                          help="epochs after which an 8x8 sample grid is saved (0: before training)")
     logging.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=None,
-                         help="tqdm progress bars over epochs and batches (unset: only when stderr is a terminal)")
+                         help="tqdm progress bars over epochs and batches (None: only when stderr is a terminal)")
     logging.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                          help="continue this run folder from its checkpoints/last.pt, with its settings")
 
@@ -570,4 +577,7 @@ def cli(argv=None):
 
 
 if __name__ == "__main__":
+    # evaluate.py (used after training) imports train_torch: let it find this module instead of
+    # loading a second copy, whose exception classes the handlers in cli() would not catch.
+    sys.modules.setdefault("train_torch", sys.modules[__name__])
     cli()

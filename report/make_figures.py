@@ -12,19 +12,22 @@ import argparse
 import json
 import math
 import re
-import struct
+import shutil
 import sys
 from pathlib import Path
 from statistics import NormalDist
 
 REPORT_DIR = Path(__file__).resolve().parent
 REPO_ROOT = REPORT_DIR.parent
+sys.path.insert(0, str(REPO_ROOT / "part1"))
+
+from fmnist import CLASSES, DataError, check_idx  # noqa: E402
+from train_torch import args_to_dict, parse_args as train_parse_args  # noqa: E402
+
 PROG = "make_figures.py"
 BEGIN_MARKER = "<!-- results:begin -->"
 END_MARKER = "<!-- results:end -->"
 TRAIN_SCRIPT = "part1/train_torch.py"
-FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 # metrics.json keys shown in the main table (or the decomposition table); the rest go to "other metrics".
 MAIN_METRICS = {"test_bpd", "test_rec_loss", "test_reg_loss", "best_epoch", "best_val_bpd", "epochs",
                 "seconds_per_epoch", "wall_time_s", "device", "test_iw_bpd", "test_iw_bpd_se"}
@@ -186,8 +189,8 @@ def class_label(key, per_class):
         index = int(key)
     except (TypeError, ValueError):
         return str(key)
-    if per_class and 0 <= index < len(FMNIST_CLASSES):
-        return f"{index} {FMNIST_CLASSES[index]}"
+    if per_class and 0 <= index < len(CLASSES):
+        return f"{index} {CLASSES[index]}"
     return str(key)
 
 
@@ -248,14 +251,11 @@ def json_sections(data):
 
 # ----------------------------------------------------------------------------- the results Markdown
 
-def idx_count(path):
-    """The number of items in an IDX file, from its header; None if unreadable."""
+def idx_count(path, magic):
+    """The number of images in an IDX file, from its (checked) header; None if missing or unreadable."""
     try:
-        with open(path, "rb") as f:
-            header = f.read(8)
-        magic, count = struct.unpack(">II", header)
-        return count if magic in (0x0801, 0x0803) else None
-    except (OSError, struct.error):
+        return check_idx(path, magic, (28, 28))
+    except (OSError, DataError):
         return None
 
 
@@ -269,24 +269,11 @@ def describe_data(data_dir):
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path, REPO_ROOT / "part1" / path]
     for root in candidates:
         raw = root / "FashionMNIST" / "raw"
-        n_train, n_test = idx_count(raw / "train-images-idx3-ubyte"), idx_count(raw / "t10k-images-idx3-ubyte")
+        n_train, n_test = (idx_count(raw / name, 0x0803) for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
         if n_train and n_test:
             kind = "full FashionMNIST" if (n_train, n_test) == (60000, 10000) else "FashionMNIST subset"
             return f"{kind}: {n_train:,} train / {n_test:,} test images (`{data_dir}`)"
     return f"`{data_dir}`"
-
-
-def train_defaults():
-    """train_torch.py's defaults as args.json would store them; None when the script cannot be imported."""
-    sys.path.insert(0, str(REPO_ROOT / "part1"))
-    try:
-        from train_torch import parse_args
-        defaults = vars(parse_args([]))
-    except Exception:  # an old or edited train_torch.py: fall back to spelling out every flag
-        return None
-    finally:
-        sys.path.remove(str(REPO_ROOT / "part1"))
-    return {k: str(v) if isinstance(v, Path) else v for k, v in defaults.items()}
 
 
 def command_line(args, defaults):
@@ -295,7 +282,7 @@ def command_line(args, defaults):
         return "–"
     parts = ["python", TRAIN_SCRIPT]
     for key, value in args.items():
-        if defaults is not None and key in defaults and defaults[key] == value:
+        if key in defaults and defaults[key] == value:
             continue
         if value is None:
             continue
@@ -326,7 +313,7 @@ def curve_summary(run):
 
 def results_markdown(runs):
     """The Markdown block of tables (without a top-level heading)."""
-    defaults = train_defaults()
+    defaults = args_to_dict(train_parse_args([]))
     has_iw = any("test_iw_bpd" in r["metrics"] for r in runs)
     header = ["run", "data", "epochs", "z_dim", "best epoch", "best val bpd", "test bpd"]
     header += ["test bpd (importance-weighted)"] if has_iw else []
@@ -511,6 +498,14 @@ def main(args):
         print(f"{PROG}: note: {manifold_run['dir']} has no vae_manifold.png (a z_dim 2 run writes one); "
               "no manifold.png", file=sys.stderr)
         stale.append(out / "manifold.png")
+    # evaluate.py's pictures of the main run (decoder means at the posterior means), as they are.
+    for name in ("reconstructions", "interpolations"):
+        source = main_run["dir"] / f"{name}_test.png"
+        if source.is_file():
+            shutil.copyfile(source, out / f"{name}.png")
+            written.append(out / f"{name}.png")
+        else:
+            stale.append(out / f"{name}.png")
     for path in stale:  # a figure of an older run must not pass for this one
         path.unlink(missing_ok=True)
 

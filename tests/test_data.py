@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import make_images, run_script, write_idx
-from fmnist import RAW_FILES, DataError, fmnist, quantize, train_val_split
+from fmnist import RAW_FILES, DataError, DeviceBatches, EpochBatches, QuantizedImages, fmnist, quantize, train_val_split
 
 
 def test_quantize_all_256_values():
@@ -86,3 +86,15 @@ def test_cli_missing_data_exits_2_without_traceback(tmp_path):
     assert len(error_lines) == 1 and error_lines[0].startswith("train_torch.py: error: FashionMNIST not found")
     assert all(name in error_lines[0] for name in RAW_FILES)
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())  # no empty run folder
+
+
+def test_device_batches_match_the_dataloader(tiny_data):
+    """The CUDA path's loader (DeviceBatches), run here on CPU tensors: same batches, same order."""
+    loader = fmnist(tiny_data, batch_size=32, download=False, generator=torch.Generator().manual_seed(3))[0]
+    dataset = loader.dataset
+    device_batches = DeviceBatches(QuantizedImages(dataset.images, dataset.labels),
+                                   EpochBatches(len(dataset), 32, shuffle=True, generator=torch.Generator().manual_seed(3)))
+    assert len(device_batches) == len(loader) == 9  # ceil(270 / 32)
+    for _ in range(2):  # two epochs: the generator advances identically
+        for (a, la), (b, lb) in zip(loader, device_batches, strict=True):
+            assert torch.equal(a, b) and torch.equal(la, lb) and b.dtype == torch.long

@@ -129,8 +129,11 @@ def test_optional_inputs(runs):
                   "latents": {"active_units": 7, "kl_per_dim": [0.5, 0.25]},
                   "per_class_bpd": [1.0 + i / 10 for i in range(10)]}
     (main_run / "eval_test.json").write_text(json.dumps(evaluation))
+    save_grid(main_run / "reconstructions_test.png", 16, 8, seed=5)
+    (out / "interpolations.png").write_bytes(b"stale")
     run_main(main_run, "--out_dir", out, "--report", report)
-    assert not (out / "manifold.png").exists()
+    assert not (out / "manifold.png").exists() and not (out / "interpolations.png").exists()
+    assert (out / "reconstructions.png").read_bytes() == (main_run / "reconstructions_test.png").read_bytes()
     results = (out / "results.md").read_text()
     assert "eval_test.json" in results
     assert "| ELBO | 1.2400 ± 0.0046 | 672.5 ± 2.5 |" in results

@@ -158,6 +158,27 @@ def test_nan_loss_stops_and_keeps_best_finite(tiny_data, tmp_path, monkeypatch, 
     assert not (run_dir / "metrics.json").exists()
 
 
+def test_deferred_nan_check_reports_the_same_step(monkeypatch):
+    """The GPU path checks for a NaN loss once per epoch (no per-step sync) but names the same step."""
+    model = train_torch.VAE(num_filters=4, z_dim=2, lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters())
+    batches = [(torch.randint(0, 16, (4, 1, 28, 28)), torch.zeros(4)) for _ in range(6)]
+    forward = train_torch.VAE.forward
+    calls = {"n": 0}
+
+    def poisoned(self, imgs):
+        calls["n"] += 1
+        L_rec, L_reg, bpd = forward(self, imgs)
+        return (L_rec, L_reg, bpd * math.inf) if calls["n"] in (4, 6) else (L_rec, L_reg, bpd)
+
+    monkeypatch.setattr(train_torch.VAE, "forward", poisoned)
+    for every_step, expected_calls in ((True, 4), (False, 6)):
+        calls["n"] = 0
+        with pytest.raises(NonFiniteLossError, match="training, step 4$"):
+            train_torch.train_vae(model, batches, optimizer, check_every_step=every_step)
+        assert calls["n"] == expected_calls  # per step: stops at once; deferred: finishes the epoch
+
+
 def test_huge_learning_rate_diverges_with_a_message(tiny_data, tmp_path, capsys):
     assert run_cli(["--data_dir", tiny_data, "--log_dir", tmp_path, *SMALL, "--lr", "1e12"]) == 1
     assert "non-finite loss in epoch" in error_line(capsys)
@@ -191,6 +212,13 @@ def test_garbage_idx_file_names_the_file(tmp_path, capsys):
     path.write_bytes(b"<html>not found</html>")
     assert run_cli(["--data_dir", tmp_path, "--log_dir", tmp_path / "logs", *SMALL]) == 2
     assert str(path) in error_line(capsys)
+
+
+def test_empty_idx_file_names_the_file(tmp_path, capsys):
+    images, labels = make_images(50, seed=0)
+    write_idx(tmp_path, images, labels, images[:0], labels[:0])  # a valid header promising 0 test images
+    assert run_cli(["--data_dir", tmp_path, "--log_dir", tmp_path / "logs", *SMALL]) == 2
+    assert f"{tmp_path / 'FashionMNIST' / 'raw' / 't10k-images-idx3-ubyte'} holds no images" in error_line(capsys)
 
 
 def test_unwritable_log_dir(tiny_data, tmp_path, capsys):
