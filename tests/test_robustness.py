@@ -21,7 +21,7 @@ from train_torch import NonFiniteLossError, cli, main, parse_args
 SMALL = ["--epochs", "2", "--batch_size", "64", "--num_filters", "8", "--z_dim", "2", "--sample_epochs",
          "--final_iw_samples", "0", "--device", "cpu", "--no-progress_bar"]
 # Long enough epochs (about a second) that a signal lands inside one.
-SLOW = ["--epochs", "4", "--batch_size", "16", "--num_filters", "16", "--z_dim", "3", "--sample_epochs", "2",
+SLOW = ["--epochs", "3", "--batch_size", "16", "--num_filters", "16", "--z_dim", "3", "--sample_epochs", "2",
         "--final_iw_samples", "0", "--device", "cpu", "--num_workers", "0", "--no-progress_bar"]
 
 
@@ -101,7 +101,7 @@ def assert_same_as_uninterrupted(run_dir, reference):
     assert not list(run_dir.rglob("*.tmp"))
     # One TensorBoard point per epoch: the resumed session's purge_step hid the interrupted duplicates.
     events = EventAccumulator(str(run_dir)).Reload()
-    assert [e.step for e in events.Scalars("train/bpd")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("train/bpd")] == [1, 2, 3]
     assert [e.value for e in events.Scalars("val/bpd")] == pytest.approx([h["val_bpd"] for h in
                                                                           history_without_time(reference)])
 
@@ -118,7 +118,8 @@ def test_sigkill_then_resume_equals_uninterrupted(slow_data, uninterrupted, tmp_
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_stops_cleanly_and_resume_completes(signum, status, slow_data, uninterrupted, tmp_path):
+def test_signal_stops_cleanly(signum, status, slow_data, uninterrupted, tmp_path):
+    """Both signals stop cleanly; the SIGINT run is also resumed (SIGKILL's test resumes too)."""
     process = start_training(slow_data, tmp_path)
     run_dir = wait_for_first_epoch(process, tmp_path)
     process.send_signal(signum)
@@ -128,6 +129,8 @@ def test_signal_stops_cleanly_and_resume_completes(signum, status, slow_data, un
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["epoch"] >= 1
     assert len(history_without_time(run_dir)) == last["epoch"]  # history stops at the checkpoint's epoch
+    if signum == signal.SIGTERM:
+        return
     result = resume(run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_as_uninterrupted(run_dir, uninterrupted)
