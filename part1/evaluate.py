@@ -128,10 +128,6 @@ def iw_log_likelihood(model, imgs, num_samples, chunk_size=2048, mean=None, log_
 
 # ---- a whole split --------------------------------------------------------------------------------
 
-def _model_device(model):
-    return next(model.parameters()).device
-
-
 @torch.inference_mode()
 def evaluate_loader(model, loader, num_samples=100, chunk_size=2048, seed=0, progress=False):
     """Both estimates for every image of a loader, in eval mode, without gradients.
@@ -149,7 +145,7 @@ def evaluate_loader(model, loader, num_samples=100, chunk_size=2048, seed=0, pro
         float64, "labels" [N], "mean" [N, D] (posterior means), "kl_per_dim" [N, D]; and
         "dims" (pixels per image, for bpd), "num_samples".
     """
-    device = _model_device(model)
+    device = model.device
     was_training = model.training
     model.eval()
     parts = {key: [] for key in ("elbo", "rec", "kl", "iw", "labels", "mean", "kl_per_dim")}
@@ -309,7 +305,7 @@ def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, s
     pairs (i, count + i) for the interpolations (fewer on a smaller split). Returns
     {"reconstructions": file name, "interpolations": file name}.
     """
-    device = _model_device(model)
+    device = model.device
     was_training = model.training
     model.eval()
     imgs = first_images(loader, 2 * count).to(device)  # [<=2*count, 1, 28, 28]
