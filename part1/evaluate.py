@@ -82,10 +82,10 @@ def elbo_per_image(model, imgs):
     mean, log_std = model.encoder(imgs)  # [B, D] each
     z = sample_reparameterize(mean, torch.exp(log_std))  # [B, D]
     rec = -log_px_given_z(model.decoder(z), imgs)  # [B]
-    kl_per_dim = 0.5 * (torch.exp(2 * log_std) + mean ** 2 - 1 - 2 * log_std)  # [B, D], KLD before its sum
-    kl = KLD(mean, log_std).double()  # [B]
+    kl_per_dim = KLD(mean.unsqueeze(-1), log_std.unsqueeze(-1)).double()  # [B, D]: KLD over 1-dim "vectors"
+    kl = kl_per_dim.sum(dim=-1)  # [B]
     return {"elbo": -(rec + kl), "rec": rec, "kl": kl, "mean": mean, "log_std": log_std,
-            "kl_per_dim": kl_per_dim.double()}
+            "kl_per_dim": kl_per_dim}
 
 
 def iw_log_likelihood(model, imgs, num_samples, chunk_size=2048, mean=None, log_std=None):
