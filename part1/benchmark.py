@@ -27,8 +27,13 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader
 
+import hardware
+from checkpoints import write_json
+from cli_common import UserError, int_at_least, resolve_device, run_cli
+from config import parse_train_args
 from fmnist import RAW_FILES, fmnist
-from train_torch import VAE, autocast, build_model, parse_args, resolve_device, train_vae
+from loops import autocast, build_model, train_vae
+from model import VAE
 
 PART1_DIR = Path(__file__).resolve().parent
 
@@ -87,46 +92,49 @@ def bench_baseline(data_dir, device, batch_size, steps, warmup, workers):
 
 
 class ProjectTrainer:
-    """train_vae on the fmnist loaders, with the model built by train_torch.build_model from `args`."""
+    """train_vae on the fmnist loaders, with the model built by loops.build_model from `args` and `choice`
+    (the resolved precision / compile / channels_last)."""
 
-    def __init__(self, args, data_dir, device):
-        self.args, self.device = args, device
+    def __init__(self, args, choice, data_dir, device):
+        self.args, self.choice, self.device = args, choice, device
         self.loader = fmnist(data_dir, args.batch_size, args.num_workers, download=False,
                              generator=torch.Generator().manual_seed(0),
                              device=device if device.type == "cuda" else None)[0]
         torch.manual_seed(0)
-        self.model, self.optimizer, self.train_model = build_model(args, device)
+        self.model, self.optimizer, self.loss_fn = build_model(args, device, choice)
 
     def images_per_second(self, steps, warmup):
-        run = lambda n: train_vae(self.train_model, itertools.islice(self.loader, n), self.optimizer,  # noqa: E731
-                                  self.args.precision, self.args.grad_clip)
+        run = lambda n: train_vae(self.model, itertools.islice(self.loader, n), self.optimizer,  # noqa: E731
+                                  self.choice["precision"], self.args.grad_clip, loss_fn=self.loss_fn)
         run(warmup)
         return steps * self.args.batch_size / timed(lambda: run(steps), self.device)
 
     def step_images_per_second(self, steps, warmup):
         """The training step alone, on one fixed batch already on the device: the ceiling."""
         imgs = next(iter(self.loader))[0].to(self.device)
-        model, optimizer = self.train_model, self.optimizer
 
         def run(n):
             for _ in range(n):
-                with autocast(self.device, self.args.precision):
-                    _, _, bpd = model(imgs)
-                optimizer.zero_grad(set_to_none=True)
-                bpd.backward()
-                optimizer.step()
+                with autocast(self.device, self.choice["precision"]):
+                    loss = self.loss_fn(imgs)["objective_bpd"]
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
 
         run(warmup)
         return steps * len(imgs) / timed(lambda: run(steps), self.device)
 
 
-def option_args(device_name, batch_size, precision, channels_last, compile_):
-    return parse_args(["--device", device_name, "--batch_size", str(batch_size), "--precision", precision,
-                       "--channels_last" if channels_last else "--no-channels_last"] + (["--compile"] if compile_ else []))
+def option(device, batch_size, precision, channels_last, compile_, **family):
+    """(settings, choice) of one option combination; `family` overrides e.g. objective, train_samples, flow."""
+    args = parse_train_args(["--device", device.type, "--batch_size", str(batch_size)])
+    vars(args).update(family)
+    return args, {"precision": precision, "channels_last": channels_last, "compile": compile_}
 
 
-def describe(args):
-    return f"{args.precision}, {'channels_last' if args.channels_last else 'NCHW'}{', compile' if args.compile else ''}"
+def describe(choice):
+    return (f"{choice['precision']}, {'channels_last' if choice['channels_last'] else 'NCHW'}"
+            f"{', compile' if choice['compile'] else ''}")
 
 
 def full_epoch(data_dir, device_name):
@@ -148,67 +156,86 @@ def full_epoch(data_dir, device_name):
             "projected_80_epochs_minutes": 80 * history["seconds"] / 60}
 
 
+def check_out(path):
+    """Fail before measuring anything when the results file cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        with tempfile.NamedTemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write --out {path}: {error.strerror}; choose a writable path") from None
+
+
 def main(args):
     device = resolve_device(args.device)
+    check_out(args.out)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    batch = args.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or write_synthetic_idx(tmp, args.num_images)
-        defaults = parse_args(["--device", args.device, "--batch_size", str(args.batch_size)])
+        num_train = len(fmnist(data_dir, batch, download=False)[0].dataset)
+        # What the CLI picks with no speed flags for 80 epochs of this training set.
+        auto = hardware.choose(device, "auto", "auto", None, 80 * -(-num_train // batch))
+        default = option(device, batch, auto["precision"], auto["channels_last"], auto["compile"])
         print(f"device {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
-              f"data {args.data_dir or f'synthetic, {args.num_images} images'} | batch {defaults.batch_size} | "
-              f"{args.steps} steps after {args.warmup} warm-up, median of {args.repeats}", flush=True)
+              f"data {args.data_dir or f'synthetic, {args.num_images} images'} | batch {batch} | "
+              f"{args.steps} steps after {args.warmup} warm-up, median of {args.repeats}\n"
+              f"auto: {hardware.summary_line(auto)}", flush=True)
 
         # Candidates for "fastest": every precision x memory format, and compile on the best of them;
         # a short probe of the step alone drops the hopeless ones (under half the best).
-        candidates = [option_args(args.device, defaults.batch_size, p, cl, False)
-                      for p in ("fp32", "bf16") for cl in (False, True)]
+        candidates = [option(device, batch, p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)]
         probes = {}
         for cand in candidates:
-            probes[describe(cand)] = ProjectTrainer(cand, data_dir, device).step_images_per_second(
+            probes[describe(cand[1])] = ProjectTrainer(*cand, data_dir, device).step_images_per_second(
                 args.probe_steps, args.warmup)
-            print(f"  probe, step alone, {describe(cand):28s} {probes[describe(cand)]:8.0f} images/s", flush=True)
-        if not args.no_compile:
-            best = max(candidates, key=lambda c: probes[describe(c)])
-            compiled = option_args(args.device, defaults.batch_size, best.precision, best.channels_last, True)
-            trainer = ProjectTrainer(compiled, data_dir, device)
+            print(f"  probe, step alone, {describe(cand[1]):28s} {probes[describe(cand[1])]:8.0f} images/s", flush=True)
+        if not args.no_compile and hardware.can_compile(device)[0]:
+            best = max(candidates, key=lambda c: probes[describe(c[1])])[1]
+            compiled = option(device, batch, best["precision"], best["channels_last"], True)
+            trainer = ProjectTrainer(*compiled, data_dir, device)
             start = time.perf_counter()
             trainer.step_images_per_second(1, 1)  # compilation happens here
             compile_seconds = time.perf_counter() - start
-            probes[describe(compiled)] = trainer.step_images_per_second(args.probe_steps, args.warmup)
-            print(f"  probe, step alone, {describe(compiled):28s} {probes[describe(compiled)]:8.0f} images/s "
+            probes[describe(compiled[1])] = trainer.step_images_per_second(args.probe_steps, args.warmup)
+            print(f"  probe, step alone, {describe(compiled[1]):28s} {probes[describe(compiled[1])]:8.0f} images/s "
                   f"(compiled in {compile_seconds:.0f} s)", flush=True)
             candidates.append(compiled)
-        finalists = [c for c in candidates if probes[describe(c)] >= 0.5 * max(probes.values())]
-        if describe(defaults) not in map(describe, finalists):
-            finalists.append(defaults)
+        finalists = [c for c in candidates if probes[describe(c[1])] >= 0.5 * max(probes.values())]
+        if describe(default[1]) not in [describe(c[1]) for c in finalists]:
+            finalists.append(default)
 
         # The measurements, interleaved, repeated: baseline, every finalist through train_vae, ceiling.
-        trainers = {describe(c): ProjectTrainer(c, data_dir, device) for c in finalists}
+        trainers = {describe(c[1]): ProjectTrainer(*c, data_dir, device) for c in finalists}
         runs = {"baseline": [], **{f"options: {name}": [] for name in trainers}, "ceiling": []}
         for repeat in range(args.repeats):
-            runs["baseline"].append(bench_baseline(data_dir, device, defaults.batch_size, args.steps, args.warmup,
+            runs["baseline"].append(bench_baseline(data_dir, device, batch, args.steps, args.warmup,
                                                    args.baseline_workers))
             for name, trainer in trainers.items():
                 runs[f"options: {name}"].append(trainer.images_per_second(args.steps, args.warmup))
-            runs["ceiling"].append(trainers[describe(defaults)].step_images_per_second(args.steps, args.warmup))
+            runs["ceiling"].append(trainers[describe(default[1])].step_images_per_second(args.steps, args.warmup))
             print(f"  repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items()), flush=True)
         all_medians = {k: statistics.median(v) for k, v in runs.items()}
         fastest = max(trainers, key=lambda name: all_medians[f"options: {name}"])
-        median = {"baseline": all_medians["baseline"], "default": all_medians[f"options: {describe(defaults)}"],
+        median = {"baseline": all_medians["baseline"], "default": all_medians[f"options: {describe(default[1])}"],
                   "fastest": all_medians[f"options: {fastest}"], "ceiling": all_medians["ceiling"]}
+        families = {} if args.no_families else family_throughput(default, data_dir, device, args)
         result = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine(),
+            else platform.processor() or platform.machine(), "cpu_native_bf16": hardware.cpu_has_native_bf16(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "data": args.data_dir and str(args.data_dir) or f"synthetic, {args.num_images} images",
-            "batch_size": defaults.batch_size, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-            "baseline_workers": args.baseline_workers,
-            "default_options": describe(defaults), "fastest_options": fastest,
+            "batch_size": batch, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+            "baseline_workers": args.baseline_workers, "auto_choice": auto,
+            "default_options": describe(default[1]), "fastest_options": fastest,
             "images_per_second": median, "runs": runs, "step_probe_images_per_second": probes,
+            "family_images_per_second": families,
             "ratios": {"default/baseline": median["default"] / median["baseline"],
                        "default/ceiling": median["default"] / median["ceiling"],
                        "fastest/baseline": median["fastest"] / median["baseline"]},
@@ -218,18 +245,38 @@ def main(args):
 
     print(f"\n{'pipeline':10s} {'options':34s} {'images/s':>9s}")
     for name, options in (("baseline", f"template, {args.baseline_workers} workers, fp32 NCHW"),
-                          ("default", describe(defaults)), ("fastest", fastest),
-                          ("ceiling", f"step alone, {describe(defaults)}")):
+                          ("default", f"auto: {describe(default[1])}"), ("fastest", fastest),
+                          ("ceiling", f"step alone, {describe(default[1])}")):
         print(f"{name:10s} {options:34s} {median[name]:9.0f}")
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items()))
+    for name, value in families.items():
+        print(f"family {name:28s} {value:9.0f} images/s")
     if args.full_epoch:
         fe = result["full_epoch"]
         print(f"one epoch of train_torch.py: {fe['epoch_seconds']:.1f} s, peak RSS {fe['peak_rss_bytes'] / 2**20:.0f} MiB,"
               f" 80 epochs projected {fe['projected_80_epochs_minutes']:.1f} min")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"written to {args.out}")
     return result
+
+
+FAMILIES = {"elbo K=1": {}, "iwae K=5": {"objective": "iwae", "train_samples": 5},
+            "iwae K=50": {"objective": "iwae", "train_samples": 50},
+            "planar L=10": {"flow": "planar", "flow_length": 10}, "radial L=10": {"flow": "radial", "flow_length": 10}}
+
+
+def family_throughput(default, data_dir, device, args):
+    """Training images/s of each objective and posterior family with the default speed options, eager
+    (median of --repeats runs of --family_steps steps)."""
+    choice = {**default[1], "compile": False}
+    results = {}
+    for name, family in FAMILIES.items():
+        trainer = ProjectTrainer(*option(device, args.batch_size, choice["precision"], choice["channels_last"],
+                                         False, **family), data_dir, device)
+        results[name] = statistics.median(trainer.images_per_second(args.family_steps, args.warmup)
+                                          for _ in range(args.repeats))
+        print(f"  family {name:24s} {results[name]:8.0f} images/s", flush=True)
+    return results
 
 
 def parse_benchmark_args(argv=None):
@@ -238,14 +285,16 @@ def parse_benchmark_args(argv=None):
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to measure")
     parser.add_argument("--data_dir", type=Path, default=None,
                         help="folder holding FashionMNIST/raw/ (default: synthetic data of --num_images)")
-    parser.add_argument("--num_images", type=int, default=60_000, help="size of the synthetic training set")
-    parser.add_argument("--batch_size", type=int, default=128, help="images per training step (all pipelines)")
-    parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement")
-    parser.add_argument("--probe_steps", type=int, default=5, help="timed steps per option candidate")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; medians are reported")
-    parser.add_argument("--baseline_workers", type=int, default=4, help="DataLoader workers of the template")
+    parser.add_argument("--num_images", type=int_at_least(10), default=60_000, help="size of the synthetic training set")
+    parser.add_argument("--batch_size", type=int_at_least(1), default=128, help="images per training step (all pipelines)")
+    parser.add_argument("--steps", type=int_at_least(1), default=30, help="timed training steps per measurement")
+    parser.add_argument("--probe_steps", type=int_at_least(1), default=5, help="timed steps per option candidate")
+    parser.add_argument("--family_steps", type=int_at_least(1), default=10, help="timed steps per family")
+    parser.add_argument("--warmup", type=int_at_least(0), default=3, help="untimed steps before each measurement")
+    parser.add_argument("--repeats", type=int_at_least(1), default=3, help="interleaved repetitions; medians are reported")
+    parser.add_argument("--baseline_workers", type=int_at_least(0), default=4, help="DataLoader workers of the template")
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile candidate")
+    parser.add_argument("--no_families", action="store_true", help="skip the objective/posterior families")
     parser.add_argument("--full_epoch", action="store_true",
                         help="also run one epoch of train_torch.py: epoch seconds, peak RSS, 80-epoch projection")
     parser.add_argument("--out", type=Path, default=PART1_DIR / "benchmark.json", help="JSON results file")
@@ -253,4 +302,4 @@ def parse_benchmark_args(argv=None):
 
 
 if __name__ == "__main__":
-    main(parse_benchmark_args())
+    run_cli("benchmark.py", main, parse_benchmark_args())

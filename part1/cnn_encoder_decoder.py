@@ -41,9 +41,18 @@ class CNNEncoder(nn.Module):
             mean: [B, z_dim] means of q(z|x).
             log_std: [B, z_dim] log standard deviations (unconstrained, any real value).
         """
-        x = x.float() / 15 * 2 - 1  # 4-bit levels -> [-1, 1]
-        mean, log_std = self.net(x).chunk(2, dim=1)  # each [B, z_dim]
+        mean, log_std = self.net[-1](self.features(x)).chunk(2, dim=1)  # each [B, z_dim]
         return mean, log_std
+
+    def features(self, x):
+        """The flattened conv features [B, 2*num_filters*16] that the last linear layer maps to (mean, log_std);
+        a flow posterior reads its per-image parameters from the same features."""
+        x = x.float() / 15 * 2 - 1  # 4-bit levels -> [-1, 1]
+        return self.net[:-1](x)  # [B, 2*c_hid*16]
+
+    @property
+    def feature_dim(self):
+        return self.net[-1].in_features
 
 
 class CNNDecoder(nn.Module):

@@ -13,6 +13,8 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler, random_split
 
+from cli_common import UserError, first_line
+
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -23,8 +25,8 @@ CLASSES = tuple(torchvision.datasets.FashionMNIST.classes)
 SPLIT_SEED = 42  # the assignment's train/val split
 
 
-class DataError(Exception):
-    """A problem with the dataset files, with a one-line message meant for the user."""
+class DataError(UserError):
+    """A problem with the dataset files, with a one-line message meant for the user (exit status 2)."""
 
 
 def quantize(images):
@@ -82,14 +84,18 @@ def _load_split(root, train, download):
     missing = [name for name in RAW_FILES if not (raw_dir / name).is_file()]
     reason = ""
     if missing and download:
+        # Folders torchvision creates for a download that then fails are removed again.
+        created = [d for d in (raw_dir.parent.parent, raw_dir.parent, raw_dir) if not d.exists()]
         try:
             # torchvision prints every failed mirror; keep the user's terminal to one line.
             with contextlib.redirect_stdout(io.StringIO()):
                 torchvision.datasets.FashionMNIST(root, train=train, download=True)
         except Exception as error:  # no network, proxy, disk full: all end in the same advice
-            first_line = (str(error).splitlines() or [type(error).__name__])[0].rstrip(": ")
-            reason = f"; download failed ({first_line})"
+            reason = f"; download failed ({first_line(error).rstrip(': ')})"
         missing = [name for name in RAW_FILES if not (raw_dir / name).is_file()]
+        for folder in reversed(created) if missing else ():
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
     if missing:
         raise DataError(f"FashionMNIST not found in {raw_dir}{reason}: expected the four files "
                         f"{', '.join(RAW_FILES)} there (uncompressed); download them and pass the "

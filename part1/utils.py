@@ -6,8 +6,11 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision
 from scipy.stats import norm
+
+LOG_2PI = math.log(2 * math.pi)
 
 
 def sample_reparameterize(mean, std):
@@ -58,6 +61,42 @@ def elbo_to_bpd(elbo, img_shape):
         bits per dimension, same shape as `elbo`.
     """
     return elbo * math.log2(math.e) / math.prod(img_shape[1:])
+
+
+def log_standard_normal(z):
+    """log N(z; 0, I) in nats, summed over the last dimension: [..., D] -> [...]."""
+    return (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(dim=-1)
+
+
+def log_normal_from_eps(eps, log_std):
+    """log N(z; mean, diag(exp(log_std)^2)) in nats for z = mean + exp(log_std) * eps, summed over the last dim.
+
+    Written with eps = (z - mean) / std, which is exact even when std is tiny (z - mean would round).
+    Args:
+        eps: [..., D] standard normal noise; log_std: [..., D] (broadcastable).
+    Returns:
+        [...] log-densities in nats.
+    """
+    return (-0.5 * eps ** 2 - log_std - 0.5 * LOG_2PI).sum(dim=-1)
+
+
+def log_px_given_z(logits, imgs):
+    """log p(x|z) in nats per image: minus the cross-entropy of the per-pixel categoricals, summed over pixels.
+
+    Args:
+        logits: [N, 16, 28, 28] decoder logits; imgs: [N, 1, 28, 28] long levels 0..15.
+    Returns:
+        [N] float64 log-likelihoods (per-pixel terms in the logits' precision, summed in float64).
+    """
+    ce = F.cross_entropy(logits, imgs.squeeze(1), reduction="none")  # [N, 28, 28]
+    return -ce.double().flatten(1).sum(dim=1)  # [N]
+
+
+def mean_and_se(values):
+    """Mean of a 1-D tensor and its standard error std / sqrt(N) (sample std, N - 1); SE is None for N < 2."""
+    n = len(values)
+    se = (values.std() / math.sqrt(n)).item() if n > 1 else None
+    return values.mean().item(), se
 
 
 def manifold_latents(grid_size):

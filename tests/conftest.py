@@ -1,4 +1,5 @@
-"""Shared helpers: part1/ on the import path, and small FashionMNIST-layout IDX files written by hand."""
+"""Shared helpers: part1/ on the import path, small FashionMNIST-layout IDX files written by hand, finding
+run folders, and capturing one-line errors."""
 import os
 import struct
 import subprocess
@@ -11,6 +12,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PART1 = REPO_ROOT / "part1"
 sys.path.insert(0, str(PART1))
+
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long end-to-end runs (compile, signals, kill/resume, benchmark, "
+                                       "sweeps); the quick tier is pytest -m 'not slow'")
+
 
 RAW_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -58,3 +66,21 @@ def run_script(args, cwd=REPO_ROOT, timeout=240):
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_dirs(log_dir):
+    """The run folders under a --log_dir, sorted by name."""
+    return sorted(p for p in Path(log_dir).iterdir() if p.is_dir())
+
+
+def only_run_dir(log_dir):
+    runs = run_dirs(log_dir)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def error_line(capsys):
+    """The one non-empty line a CLI printed on stderr (fails if there are more, e.g. a traceback)."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]

@@ -16,10 +16,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import make_images, run_script
-from evaluate import (cli, elbo_per_image, evaluate_loader, importance_weighted_bpd, iw_log_likelihood,
-                      log_normal_from_eps, log_px_given_z, log_standard_normal, main, parse_args, summarize)
-from fmnist import CLASSES, quantize
-from train_torch import VAE
+from estimates import evaluate_loader, summarize
+from evaluate import cli, main, parse_args
+from fmnist import CLASSES, fmnist, quantize
+from model import VAE, elbo_per_image, iw_log_likelihood
+from utils import log_normal_from_eps, log_px_given_z, log_standard_normal
 
 GRID = 4001  # quadrature points on [-8, 8]
 Z_MAX = 8.0
@@ -103,7 +104,7 @@ def draws(model, imgs, copies, num_samples, seed, chunk_size=4096):
 def elbo_draws(model, imgs, copies, seed):
     torch.manual_seed(seed)
     with torch.inference_mode():
-        return elbo_per_image(model, imgs.repeat_interleave(copies, dim=0))["elbo"].view(len(imgs), copies)
+        return -elbo_per_image(model, imgs.repeat_interleave(copies, dim=0))["nelbo"].view(len(imgs), copies)
 
 
 # ---- the densities and the one-sample ELBO -----------------------------------------------------------
@@ -136,7 +137,7 @@ def test_elbo_per_image_is_vae_forward():
     parts = elbo_per_image(model, imgs)
     assert parts["rec"].mean().item() == pytest.approx(L_rec.item(), rel=1e-6)
     assert parts["kl"].mean().item() == pytest.approx(L_reg.item(), rel=1e-6)
-    assert (-parts["elbo"].mean().item() / 784 / math.log(2)) == pytest.approx(bpd.item(), rel=1e-6)
+    assert (parts["nelbo"].mean().item() / 784 / math.log(2)) == pytest.approx(bpd.item(), rel=1e-6)
     torch.testing.assert_close(parts["kl_per_dim"].sum(1), parts["kl"])
 
 
@@ -155,7 +156,7 @@ def test_exact_when_q_is_the_prior_and_the_decoder_ignores_z():
             # sample would be off by at least log(50/49) = 0.02 nats.
             torch.testing.assert_close(iw_log_likelihood(model, imgs, num_samples, chunk_size), exact,
                                        rtol=0, atol=1e-4)
-        torch.testing.assert_close(elbo_per_image(model, imgs)["elbo"], exact, rtol=0, atol=1e-4)
+        torch.testing.assert_close(-elbo_per_image(model, imgs)["nelbo"], exact, rtol=0, atol=1e-4)
 
 
 # ---- against numerical integration (z_dim = 1) ------------------------------------------------------
@@ -248,49 +249,48 @@ def test_summary_statistics(small_model):
     assert (small["num_images"], large["num_images"]) == (20, 320)
 
     # Standard errors: std / sqrt(N) over images, so 16x the images gives about 1/4 of the SE.
-    for est in ("elbo", "iw"):
-        nll = -per_image[est]
-        assert large[est]["nats_se"] == pytest.approx(nll.std().item() / math.sqrt(320), rel=1e-9)
-        assert large[est]["nats"] == pytest.approx(nll.mean().item(), rel=1e-12)
-        assert large[est]["bpd"] == pytest.approx(large[est]["nats"] / 784 / math.log(2), rel=1e-12)
-        assert large[est]["bpd_se"] == pytest.approx(large[est]["nats_se"] / 784 / math.log(2), rel=1e-12)
-        assert large[est]["nats_se"] < small[est]["nats_se"] / 2
-    assert large["elbo"]["nats"] == pytest.approx(large["elbo"]["rec_nats"] + large["elbo"]["kl_nats"], rel=1e-12)
-    assert large["gap"]["nats"] == pytest.approx(large["elbo"]["nats"] - large["iw"]["nats"], rel=1e-9)
+    for prefix, loss in (("nelbo", per_image["nelbo"]), ("iw", -per_image["iw"])):
+        bpd = "bpd" if prefix == "nelbo" else "iw_bpd"
+        assert large[f"{prefix}_nats_se"] == pytest.approx(loss.std().item() / math.sqrt(320), rel=1e-9)
+        assert large[f"{prefix}_nats"] == pytest.approx(loss.mean().item(), rel=1e-12)
+        assert large[bpd] == pytest.approx(large[f"{prefix}_nats"] / 784 / math.log(2), rel=1e-12)
+        assert large[f"{bpd}_se"] == pytest.approx(large[f"{prefix}_nats_se"] / 784 / math.log(2), rel=1e-12)
+        assert large[f"{prefix}_nats_se"] < small[f"{prefix}_nats_se"] / 2
+    assert large["nelbo_nats"] == pytest.approx(large["rec_nats"] + large["kl_nats"], rel=1e-12)
+    assert large["gap_bpd"] == pytest.approx(large["bpd"] - large["iw_bpd"], rel=1e-9)
 
     # Per class: the count-weighted average of the class figures is the overall figure.
     per_class = large["per_class"]
     assert list(per_class) == list(CLASSES)
     assert [c["count"] for c in per_class.values()] == torch.bincount(labels, minlength=10).tolist()
-    for est in ("elbo", "iw"):
-        weighted = sum(c["count"] * c[f"{est}_bpd"] for c in per_class.values() if c["count"]) / 320
-        assert weighted == pytest.approx(large[est]["bpd"], rel=1e-12)
+    for key in ("bpd", "iw_bpd"):
+        weighted = sum(c["count"] * c[key] for c in per_class.values() if c["count"]) / 320
+        assert weighted == pytest.approx(large[key], rel=1e-12)
 
     # Latents: KL per dimension sums to the KL; latent 2's posterior mean never moves.
     latents = large["latents"]
-    assert sum(latents["kl_per_dim"]) == pytest.approx(large["elbo"]["kl_nats"], rel=1e-9)
+    assert sum(latents["kl_per_dim"]) == pytest.approx(large["kl_nats"], rel=1e-9)
     mean_var = per_image["mean"].var(dim=0)
     assert latents["posterior_mean_var"] == pytest.approx(mean_var.tolist(), rel=1e-9)
     assert latents["posterior_mean_var"][2] < 1e-12 and min(latents["posterior_mean_var"][:2]) > 0.01
-    assert latents["active_units"] == 2 and latents["active_dims"] == [0, 1] and latents["z_dim"] == 3
+    assert large["active_units"] == 2 and latents["active_dims"] == [0, 1] and latents["z_dim"] == 3
 
 
-def test_importance_weighted_bpd_for_train_torch(small_model):
+def test_evaluation_is_seeded_and_leaves_the_caller_alone(small_model):
     imgs, labels = images_from(40, seed=5)
     loader = batches(imgs, labels, 16)
     small_model.train()
     torch.manual_seed(123)
-    first = importance_weighted_bpd(small_model, loader, num_samples=3, chunk_size=10, seed=1)
+    first = summarize(evaluate_loader(small_model, loader, num_samples=3, chunk_size=10, seed=1))
     after = torch.rand(3)
     torch.manual_seed(123)
     assert torch.equal(torch.rand(3), after)  # the caller's random stream is untouched
     assert small_model.training  # mode restored
-    assert importance_weighted_bpd(small_model, loader, num_samples=3, chunk_size=10, seed=1) == first  # seeded
-    assert set(first) == {f"{e}_{k}" for e in ("iw", "elbo") for k in ("bpd", "bpd_se", "nats", "nats_se")} | {
-        "num_images", "num_samples"}
-    assert (first["num_images"], first["num_samples"]) == (40, 3)
+    again = summarize(evaluate_loader(small_model, loader, num_samples=3, chunk_size=10, seed=1))
+    assert again["iw_bpd"] == first["iw_bpd"] and again["bpd"] == first["bpd"]  # seeded
+    assert (first["num_images"], first["iw_samples"]) == (40, 3)
     assert first["iw_bpd"] == pytest.approx(first["iw_nats"] / 784 / math.log(2))
-    assert 0 < first["iw_bpd"] < first["elbo_bpd"] < 8
+    assert 0 < first["iw_bpd"] < first["bpd"] < 8
 
 
 # ---- command line -------------------------------------------------------------------------------------
@@ -310,19 +310,28 @@ def test_cli_writes_json_and_pictures(trained_run):
     result = run_script(["part1/evaluate.py", trained_run, "--iw_samples", "5", "--device", "cpu"])
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((trained_run / "eval_test.json").read_text())
-    assert {"checkpoint", "epoch", "split", "num_images", "num_samples", "elbo", "iw", "gap", "per_class",
-            "latents", "pictures", "seed", "device", "wall_time_s"} <= set(report)
+    assert {"checkpoint", "epoch", "split", "num_images", "iw_samples", "bpd", "bpd_se", "iw_bpd", "iw_bpd_se",
+            "gap_bpd", "gap_bpd_se", "rec_nats", "kl_nats", "nelbo_nats", "iw_nats", "active_units", "per_class",
+            "latents", "per_image_iw_bpd", "pictures", "seed", "device", "wall_time_s"} <= set(report)
     assert report["checkpoint"].endswith("best.pt") and report["epoch"] == 1 and report["split"] == "test"
-    assert (report["num_images"], report["num_samples"]) == (60, 5)
-    elbo, iw, gap = report["elbo"], report["iw"], report["gap"]
-    assert 0 < iw["bpd"] < 6 and 0 < elbo["bpd"] < 6 and iw["bpd_se"] > 0
-    assert gap["bpd"] > -4 * gap["bpd_se"]  # IW(5) >= ELBO up to Monte Carlo error
-    assert elbo["nats"] == pytest.approx(elbo["rec_nats"] + elbo["kl_nats"])
+    assert (report["num_images"], report["iw_samples"]) == (60, 5)
+    assert 0 < report["iw_bpd"] < 6 and 0 < report["bpd"] < 6 and report["iw_bpd_se"] > 0
+    assert report["gap_bpd"] > -4 * report["gap_bpd_se"]  # IW(5) >= ELBO up to Monte Carlo error
+    assert report["nelbo_nats"] == pytest.approx(report["rec_nats"] + report["kl_nats"])
+    assert sum(report["per_image_iw_bpd"]) / 60 == pytest.approx(report["iw_bpd"], rel=1e-9)
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert abs(elbo["bpd"] - metrics["test_bpd"]) < 4 * elbo["bpd_se"]  # same model, another draw of z
+    assert abs(report["bpd"] - metrics["test_bpd"]) < 4 * report["bpd_se"]  # same model, another draw of z
     assert sum(c["count"] for c in report["per_class"].values()) == 60
-    assert len(report["latents"]["kl_per_dim"]) == 2 and 0 <= report["latents"]["active_units"] <= 2
-    assert f"IW K=5 {iw['bpd']:.4f}" in result.stdout
+    # Active units, recomputed from the checkpoint's encoder: variance over the test images of each mean.
+    model = VAE(num_filters=8, z_dim=2, lr=1e-3)
+    model.load_state_dict(torch.load(trained_run / "checkpoints" / "best.pt", weights_only=True)["model"])
+    test_imgs = torch.cat([x for x, _ in fmnist(json.loads((trained_run / "args.json").read_text())["data_dir"],
+                                                 64, download=False)[2]])
+    with torch.inference_mode():
+        means = model.eval().encoder(test_imgs)[0]  # [60, 2]
+    assert len(report["latents"]["kl_per_dim"]) == 2
+    assert report["active_units"] == int((means.double().var(dim=0) > 0.01).sum())
+    assert f"IW K=5 {report['iw_bpd']:.4f}" in result.stdout
 
     pad, size = 2, 28  # make_grid's layout
     assert report["pictures"] == {"reconstructions": "reconstructions_test.png",
@@ -333,14 +342,14 @@ def test_cli_writes_json_and_pictures(trained_run):
         assert img.size == (pad + 12 * (size + pad), pad + 8 * (size + pad))
     events = EventAccumulator(str(trained_run)).Reload()
     assert {"eval_test/reconstructions", "eval_test/interpolations"} <= set(events.Tags()["images"])
-    assert events.Scalars("eval_test/iw_bpd")[0].value == pytest.approx(iw["bpd"], rel=1e-6)
+    assert events.Scalars("eval_test/iw_bpd")[0].value == pytest.approx(report["iw_bpd"], rel=1e-6)
 
 
 def test_checkpoint_path_and_val_split(trained_run, tiny_data):
     report = main(parse_args([str(trained_run / "checkpoints" / "last.pt"), "--split", "val", "--iw_samples", "2",
                               "--data_dir", str(tiny_data), "--device", "cpu", "--batch_size", "7"]))
     assert report["num_images"] == 30 and report["checkpoint"].endswith("last.pt")
-    assert json.loads((trained_run / "eval_val.json").read_text())["iw"] == report["iw"]
+    assert json.loads((trained_run / "eval_val.json").read_text())["iw_bpd"] == report["iw_bpd"]
     assert (trained_run / "reconstructions_val.png").is_file()
 
 

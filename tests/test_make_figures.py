@@ -9,7 +9,7 @@ import torchvision
 from matplotlib.image import imread
 
 from conftest import REPO_ROOT
-from train_torch import parse_args as train_parse_args
+from config import parse_train_args as train_parse_args
 
 sys.path.insert(0, str(REPO_ROOT / "report"))
 import make_figures  # noqa: E402
@@ -38,14 +38,14 @@ def fake_run(root, name, z_dim, metrics, sample_epochs=(0, 1, 3)):
     run_dir.mkdir(parents=True)
     args = vars(train_parse_args(["--z_dim", str(z_dim), "--epochs", "3", "--data_dir", str(root / "data"),
                                   "--sample_epochs", *map(str, sample_epochs)]))
-    args = {k: str(v) if not isinstance(v, (int, float, list, type(None))) else v for k, v in args.items()}
+    args = {k: str(v) if not isinstance(v, (int, float, list, type(None))) else v for k, v in args.items()
+            if k != "given"}
     (run_dir / "args.json").write_text(json.dumps(args, indent=2))
     with open(run_dir / "history.jsonl", "w") as f:
         for epoch, (train_bpd, val_bpd) in enumerate([(3.9, 3.4), (2.5, 2.3), (1.9, 1.8)], start=1):
             record = {"epoch": epoch, "seconds": 1.5}
             for split, bpd in (("train", train_bpd), ("val", val_bpd)):
-                record.update({f"{split}_bpd": bpd, f"{split}_rec_loss": bpd * 543 - 10, f"{split}_kl": 10.0,
-                               f"{split}_elbo": -bpd * 543})
+                record.update({f"{split}_bpd": bpd, f"{split}_rec_nats": bpd * 543 - 10, f"{split}_kl_nats": 10.0})
             f.write(json.dumps(record) + "\n")
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     for epoch in sample_epochs:
@@ -56,7 +56,7 @@ def fake_run(root, name, z_dim, metrics, sample_epochs=(0, 1, 3)):
 
 
 def metrics_of(test_bpd, best_val_bpd, **extra):
-    return {"test_bpd": test_bpd, "test_rec_loss": 654.321, "test_reg_loss": 12.345, "best_epoch": 3,
+    return {"test_bpd": test_bpd, "test_rec_nats": 654.321, "test_kl_nats": 12.345, "best_epoch": 3,
             "best_val_bpd": best_val_bpd, "epochs": 3, "seconds_per_epoch": 1.5, "wall_time_s": 7.25,
             "device": "cpu", **extra}
 
@@ -66,7 +66,7 @@ def run_templates(tmp_path_factory):
     """The two fake run folders, written once; tests get copies (some tests change them)."""
     root = tmp_path_factory.mktemp("runs")
     fake_run(root, "2026-01-01_00-00-00_z20", 20, metrics_of(1.23456, 1.11111))
-    fake_run(root, "2026-01-01_00-01-00_z2", 2, metrics_of(2.71828, 2.5, test_iw_bpd=2.61803))
+    fake_run(root, "2026-01-01_00-01-00_z2", 2, metrics_of(2.71828, 2.5, test_iw_bpd=2.61803, iw_samples=100))
     return root
 
 
@@ -96,7 +96,8 @@ def test_figures_table_and_report(runs):
 
     results = (out / "results.md").read_text()
     for text in ("1.2346", "1.1111", "2.7183", "2.6180", "654.32", "12.35", "2026-01-01_00-00-00_z20",
-                 "2026-01-01_00-01-00_z2", "importance-weighted", "1.50 s", "7.25 s", "cpu"):
+                 "2026-01-01_00-01-00_z2", "importance-weighted", "2.6180 (100)", "1.50 s", "7.25 s", "cpu",
+                 "666.67"):
         assert text in results, text
     # The command lines are rebuilt from args.json: flags that differ from the defaults.
     assert "`python part1/train_torch.py --z_dim 2 --epochs 3 --data_dir " in results
@@ -112,7 +113,7 @@ def test_figures_table_and_report(runs):
     assert block.count("| --- |") == results.count("| --- |")
 
     # Updating again gives the same report (the block is replaced, not appended to).
-    make_figures.update_report(report, block[len(make_figures.BEGIN_MARKER):].strip("\n"))
+    run_main(main_run, z2_run, "--out_dir", out, "--report", report)
     assert report.read_text() == text
 
 
@@ -121,13 +122,15 @@ def test_optional_inputs(runs):
     main_run, _, report, out = runs
     out.mkdir()
     (out / "manifold.png").write_bytes(b"stale")
-    # Shaped like part1/evaluate.py's output; the script must cope with whatever keys it finds.
-    evaluation = {"split": "test", "num_images": 509, "num_samples": 100,
-                  "elbo": {"bpd": 1.23999, "bpd_se": 0.00456, "nats": 672.5, "nats_se": 2.5},
-                  "iw": {"bpd": 1.19871, "bpd_se": 0.00432, "nats": 650.1, "nats_se": 2.3},
-                  "per_class": {"T-shirt/top": {"count": 51, "elbo_bpd": 1.31, "elbo_bpd_se": 0.02}},
-                  "latents": {"active_units": 7, "kl_per_dim": [0.5, 0.25]},
-                  "per_class_bpd": [1.0 + i / 10 for i in range(10)]}
+    # Shaped like part1/evaluate.py's output (the run folder's schema).
+    evaluation = {"checkpoint": "x/checkpoints/best.pt", "epoch": 3, "split": "test", "data_dir": "nowhere",
+                  "seed": 0, "device": "cpu", "num_images": 509, "iw_samples": 100, "wall_time_s": 3.0,
+                  "bpd": 1.23999, "bpd_se": 0.00456, "nelbo_nats": 672.5, "nelbo_nats_se": 2.5,
+                  "iw_bpd": 1.19871, "iw_bpd_se": 0.00432, "iw_nats": 650.1, "iw_nats_se": 2.3,
+                  "gap_bpd": 0.04128, "gap_bpd_se": 0.001, "rec_nats": 660.0, "kl_nats": 12.5, "active_units": 7,
+                  "per_class": {"T-shirt/top": {"count": 51, "bpd": 1.31, "bpd_se": 0.02, "iw_bpd": 1.29,
+                                                "iw_bpd_se": 0.02}},
+                  "latents": {"kl_per_dim": [0.5, 0.25], "z_dim": 2, "active_threshold": 0.01}}
     (main_run / "eval_test.json").write_text(json.dumps(evaluation))
     save_grid(main_run / "reconstructions_test.png", 16, 8, seed=5)
     (out / "interpolations.png").write_bytes(b"stale")
@@ -136,14 +139,14 @@ def test_optional_inputs(runs):
     assert (out / "reconstructions.png").read_bytes() == (main_run / "reconstructions_test.png").read_bytes()
     results = (out / "results.md").read_text()
     assert "eval_test.json" in results
-    assert "| ELBO | 1.2400 ± 0.0046 | 672.5 ± 2.5 |" in results
-    assert "| IW | 1.1987 ± 0.0043 | 650.1 ± 2.3 |" in results
-    assert "| T-shirt/top | 51 | 1.3100 ± 0.0200 |" in results
-    assert "active units: 7" in results and "0.5000, 0.2500" in results
-    assert "| 9 Ankle boot | 1.9000 |" in results
+    assert "| negative ELBO (one z) | 1.2400 ± 0.0046 | 672.50 ± 2.50 |" in results
+    assert "| negative IW bound (K = 100) | 1.1987 ± 0.0043 | 650.10 ± 2.30 |" in results
+    assert "| gap (paired) | 0.0413 ± 0.0010 | – |" in results
+    assert "| T-shirt/top | 51 | 1.3100 ± 0.0200 | 1.2900 ± 0.0200 |" in results
+    assert "active units: 7 of 2" in results and "0.5000, 0.2500" in results
 
 
-@pytest.mark.parametrize("problem", ["no_folder", "no_history", "no_markers"])
+@pytest.mark.parametrize("problem", ["no_folder", "no_history", "no_markers", "unfinished"])
 def test_errors_are_one_line_exit_2(runs, problem, capsys):
     main_run, z2_run, report, out = runs
     if problem == "no_folder":
@@ -151,12 +154,16 @@ def test_errors_are_one_line_exit_2(runs, problem, capsys):
     elif problem == "no_history":
         (z2_run / "history.jsonl").unlink()
         argv = [main_run, z2_run, "--report", report]
+    elif problem == "unfinished":
+        (z2_run / "metrics.json").unlink()
+        argv = [main_run, z2_run, "--report", report]
     else:
         report.write_text("# no markers\n")
         argv = [main_run, "--report", report]
+    before = report.read_text()
     with pytest.raises(SystemExit) as exit_info:
         make_figures.cli([str(a) for a in [*argv, "--out_dir", out]])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("make_figures.py: error: ") and err.count("\n") == 1, err
-    assert not out.exists()  # nothing is written when an input is wrong
+    assert not out.exists() and report.read_text() == before  # nothing is written when an input is wrong

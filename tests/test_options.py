@@ -3,7 +3,9 @@ import json
 import math
 
 import pytest
+import torch
 
+import hardware
 from conftest import PART1, run_script
 from train_torch import main, parse_args
 
@@ -22,38 +24,61 @@ def train(data_dir, log_dir, *flags):
 
 @pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory):
-    return train(tiny_data, tmp_path_factory.mktemp("fp32"), "--precision", "fp32", "--no-channels_last")
+    return train(tiny_data, tmp_path_factory.mktemp("fp32"), "--precision", "fp32", "--no-channels_last",
+                 "--compile", "off")
 
 
 @pytest.mark.parametrize("flags, tolerance", [
-    (["--channels_last"], 1e-4),                 # a memory layout: the same maths up to float rounding
-    (["--precision", "bf16"], 0.05),             # ~3 significant digits in the convs
-    (["--eval_batch_size", "7"], 0.03),          # other batches draw other z noise for the validation ELBO
-    (["--compile"], 1e-3),                       # fused kernels, fp32
+    (["--channels_last", "--compile", "off"], 1e-4),   # a memory layout: the same maths up to float rounding
+    (["--precision", "bf16", "--compile", "off"], 0.05),  # ~3 significant digits in the convs
+    (["--eval_batch_size", "7", "--compile", "off"], 0.03),  # other batches draw other z noise for validation
+    (["--compile"], 1e-3),                              # fused kernels, fp32 (a bare --compile means on)
 ])
 def test_option_keeps_the_contract(flags, tolerance, reference, tiny_data, tmp_path):
     ref_metrics, ref_history, ref_files = reference
     metrics, history, files = train(tiny_data, tmp_path, *flags)
     assert files == ref_files
     for ours, theirs in zip(history, ref_history, strict=True):
-        for key in ("train_bpd", "val_bpd", "train_kl", "val_kl"):
+        for key in ("train_bpd", "val_bpd", "train_kl_nats", "val_kl_nats"):
             assert math.isfinite(ours[key])
         assert abs(ours["train_bpd"] - theirs["train_bpd"]) < tolerance
         assert abs(ours["val_bpd"] - theirs["val_bpd"]) < tolerance
     assert abs(metrics["test_bpd"] - ref_metrics["test_bpd"]) < tolerance
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_writes_json(tmp_path):
     """Tiny sizes, every pipeline, one repeat: the benchmark cannot rot."""
     out = tmp_path / "bench.json"
     result = run_script([PART1 / "benchmark.py", "--device", "cpu", "--num_images", "400", "--batch_size", "16", "--steps", "2",
                          "--probe_steps", "1", "--warmup", "1", "--repeats", "1", "--baseline_workers", "0",
-                         "--no_compile", "--out", out])
+                         "--no_compile", "--family_steps", "1", "--out", out])
     assert result.returncode == 0, result.stderr[-3000:]
     bench = json.loads(out.read_text())
     assert set(bench["images_per_second"]) == {"baseline", "default", "fastest", "ceiling"}
     assert all(v > 0 for v in bench["images_per_second"].values())
     ips = bench["images_per_second"]
     assert bench["ratios"]["default/baseline"] == pytest.approx(ips["default"] / ips["baseline"])
-    assert bench["default_options"] == "fp32, channels_last"
+    # The default is what the CLI's auto choice gives for 80 epochs of this training set (360 images, batch 16).
+    auto = hardware.choose(torch.device("cpu"), "auto", "auto", None, 80 * 23)
+    assert bench["auto_choice"]["precision"] == auto["precision"]
+    assert bench["default_options"] == (f"{auto['precision']}, {'channels_last' if auto['channels_last'] else 'NCHW'}"
+                                        f"{', compile' if auto['compile'] else ''}")
+    assert set(bench["family_images_per_second"]) == {"elbo K=1", "iwae K=5", "iwae K=50", "planar L=10",
+                                                      "radial L=10"}
+    assert all(v > 0 for v in bench["family_images_per_second"].values())
     assert "baseline" in result.stdout and "ratios: default/baseline" in result.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "argument --steps: must be at least 1"),
+    (["--device", "cuda"], "PyTorch sees no CUDA device"),
+    (["--out", "/proc/no/such/folder/bench.json"], "cannot write --out"),
+])
+def test_benchmark_bad_input_fails_first(argv, message, tmp_path):
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    result = run_script([PART1 / "benchmark.py", "--num_images", "100", *argv])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and message in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "probe" not in result.stdout  # refused before measuring

@@ -1,0 +1,116 @@
+"""What every command-line script shares: the error type, exit statuses, argparse types, device choice,
+and the wrapper that turns every expected failure into one line on stderr and an exit status.
+
+Exit statuses (the README's table): 0 done, 1 diverged (NaN/Inf loss), 2 bad input,
+130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM.
+"""
+import argparse
+import math
+import signal
+import sys
+
+import torch
+
+EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+SEED_MAX = 2 ** 32 - 1  # numpy's legacy seeding takes 0 .. 2**32 - 1
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for or gave us (flags, files, folders): one line, exit status 2."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or Inf: one line, exit status 1."""
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler, as KeyboardInterrupt is for SIGINT (a BaseException, so that
+    `except Exception` blocks do not swallow it)."""
+
+
+class Interrupted(BaseException):
+    """A signal turned into one line that says what was kept, e.g. how to resume; `status` is 130 or 143."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+def signal_name_and_status(stop):
+    """('SIGINT', 130) for a KeyboardInterrupt, ('SIGTERM', 143) for Terminated."""
+    return ("SIGINT", EXIT_SIGINT) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", EXIT_SIGTERM)
+
+
+def int_at_least(minimum, maximum=None):
+    """argparse type: an integer in [minimum, maximum]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return parse
+
+
+def positive_float(text):
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+seed_type = int_at_least(0, SEED_MAX)
+
+
+def resolve_device(name):
+    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but PyTorch sees no CUDA device; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def first_line(error):
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def run_cli(prog, main, args):
+    """Run main(args) and exit with the README's status; every expected failure is one line on stderr.
+
+    MemoryError (a model or batch that does not fit) is a user error: the message names the flags.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        main(args)
+    except UserError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except MemoryError:
+        print(f"{prog}: error: out of memory: the model or a batch does not fit; lower --z_dim, --num_filters "
+              "or the batch size", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except Diverged as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
+    except Interrupted as stop:
+        print(f"{prog}: {stop}", file=sys.stderr)
+        sys.exit(stop.status)
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, status = signal_name_and_status(stop)
+        print(f"{prog}: stopped by {name}; nothing was written", file=sys.stderr)
+        sys.exit(status)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

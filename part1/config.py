@@ -1,0 +1,101 @@
+"""The training run's settings: one grouped argparse block, shared by train_torch.py (its CLI), benchmark.py
+(option combinations), the sweep (grid points) and the report (commands rebuilt from args.json).
+"""
+import argparse
+from pathlib import Path
+
+from cli_common import int_at_least, positive_float, seed_type
+from model import FLOW_KINDS, OBJECTIVES
+
+PART1_DIR = Path(__file__).resolve().parent
+TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
+DESCRIPTION = "Train a VAE on 4-bit FashionMNIST; report the negative ELBO in bits per dimension."
+NOT_SAVED = ("given",)  # bookkeeping of the namespace, not a setting of the run
+
+
+def build_parser(prog="train_torch.py"):
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--z_dim", type=int_at_least(1), default=20, help="dimensionality of the latent space")
+    model.add_argument("--num_filters", type=int_at_least(1), default=32,
+                       help="channels of the first conv layers (later ones use twice as many)")
+    model.add_argument("--flow", choices=FLOW_KINDS, default="none",
+                       help="posterior q(z|x): a diagonal Gaussian pushed through amortized planar or radial flows")
+    model.add_argument("--flow_length", type=int_at_least(0), default=0,
+                       help="number of flow layers (0: the plain diagonal Gaussian; needs --flow)")
+
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--objective", choices=OBJECTIVES, default="elbo",
+                       help="elbo: mean of K single-sample ELBOs; iwae: the K-sample importance-weighted bound")
+    optim.add_argument("--train_samples", type=int_at_least(1), default=1, metavar="K",
+                       help="K, samples of z per image in the training objective")
+    optim.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    optim.add_argument("--batch_size", type=int_at_least(1), default=128, help="images per minibatch")
+    optim.add_argument("--epochs", type=int_at_least(0), default=80, help="training epochs")
+    optim.add_argument("--seed", type=seed_type, default=42,
+                       help="seed of every random number generator (0 .. 2**32 - 1)")
+    optim.add_argument("--grad_clip", type=positive_float, default=None,
+                       help="clip the global gradient norm to this value (None: no clipping)")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_dir", type=Path, default=PART1_DIR.parent / "data",
+                      help="folder holding FashionMNIST/raw/ (downloaded there when missing)")
+    data.add_argument("--num_workers", type=int_at_least(0), default=0,
+                      help="DataLoader worker processes (the data are in memory: 0 is usually fastest)")
+
+    speed = parser.add_argument_group("speed (same model and loss; see README, Performance)")
+    speed.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="bf16 autocast of the convs and linear layers (sampling, KL and cross-entropy stay "
+                            "fp32); auto: bf16 only where the hardware runs it natively")
+    speed.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels_last memory format for the model (None: auto, per device class)")
+    speed.add_argument("--compile", nargs="?", const="on", choices=["auto", "on", "off"], default="auto",
+                       help="torch.compile the training step (a bare --compile means on); auto: when the run "
+                            "has enough steps to repay compilation and a C++ compiler (CPU) or triton (CUDA) works")
+    speed.add_argument("--deterministic", action="store_true",
+                       help="bitwise-reproducible CUDA runs (no cuDNN autotuning); CPU runs are always reproducible")
+
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval_batch_size", type=int_at_least(1), default=512,
+                            help="images per validation/test batch")
+    evaluation.add_argument("--final_iw_samples", type=int_at_least(0), default=100,
+                            help="K of the importance-weighted test bpd computed after training (0: skip it)")
+
+    logging = parser.add_argument_group("logging")
+    logging.add_argument("--log_dir", type=Path, default=PART1_DIR / "VAE_logs",
+                         help="each run gets a fresh timestamped folder in here")
+    logging.add_argument("--run_name", default=None,
+                         help="name of the run folder instead of <date>_<time>_z<z_dim> (a sweep names its runs)")
+    logging.add_argument("--sample_epochs", type=int_at_least(0), nargs="*", default=[0, 10, 80],
+                         help="epochs after which an 8x8 sample grid is saved (0: before training); the last "
+                              "epoch always gets one")
+    logging.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=None,
+                         help="tqdm progress bars over epochs and batches (None: only when stderr is a terminal)")
+    logging.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                         help="continue this run folder from its checkpoints/last.pt, with its settings")
+
+    hardware = parser.add_argument_group("hardware")
+    hardware.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                          help="where to train; auto = CUDA when available")
+    return parser
+
+
+def parse_train_args(argv=None, prog="train_torch.py"):
+    """The training namespace; `given` lists the flags typed on the command line (what a resume honours)."""
+    args = build_parser(prog).parse_args(argv)
+    typed = build_parser(prog)
+    for action in typed._actions:
+        action.default = argparse.SUPPRESS
+    args.given = sorted(vars(typed.parse_args(argv)))
+    return args
+
+
+def defaults():
+    """Every setting's default, as args_to_dict gives it."""
+    return args_to_dict(parse_train_args([]))
+
+
+def args_to_dict(args):
+    """The settings as plain values (paths as strings): for args.json and checkpoints (weights_only)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in NOT_SAVED}

@@ -1,0 +1,111 @@
+"""Dataset-level estimates of log p(x): the ELBO and the importance-weighted (IW) bound of Burda et al. (2016),
+
+    log p(x) >= E[ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) ],  z_k ~ q(z|x),
+
+per image and summarised over a split (means with standard errors, per class, latent diagnostics).
+Names follow the run folder's schema: bpd / nelbo_nats (negative ELBO), iw_bpd / iw_nats (negative
+IW bound), gap_bpd (their difference), rec_nats, kl_nats; "_se" is a standard error over images.
+"""
+import math
+
+import torch
+from tqdm import tqdm
+
+from cli_common import UserError
+from fmnist import CLASSES
+from model import elbo_per_image, eval_mode, iw_log_likelihood
+from utils import elbo_to_bpd, mean_and_se
+
+ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016: unit d is active when Cov_x(E_q[z_d]) > 0.01
+
+
+@torch.inference_mode()
+def evaluate_loader(model, loader, num_samples=100, chunk_size=2048, seed=0, progress=False):
+    """Both estimates for every image of a loader, in eval mode, without gradients.
+
+    Args:
+        model: a VAE; loader: iterable of (images long [B, 1, 28, 28] in 0..15, labels long [B]).
+        num_samples: K, importance samples per image; chunk_size: latents per decoder call (memory bound).
+        seed: seed of the draws, on a fork of the RNG state (the caller's random stream is untouched);
+            None: use and advance the global random state.
+        progress: tqdm bar over batches (None: only on a terminal).
+    Returns:
+        dict of per-image CPU tensors, nats: "nelbo", "rec", "kl", "iw" (log p(x) estimates) [N] float64,
+        "labels" [N], "mean" [N, D] (means of the base Gaussian), "kl_per_dim" [N, D] (None with a flow);
+        and "dims" (pixels per image, for bpd), "num_samples".
+    """
+    device = model.device
+    keys = ("nelbo", "rec", "kl", "mean", "kl_per_dim")
+    parts = {key: [] for key in keys + ("iw", "labels")}
+    dims = None
+    with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
+                                                 enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        no_bar = None if progress is None else not progress  # tqdm: None = only on a terminal
+        for imgs, labels in tqdm(loader, desc=f"evaluating (K={num_samples})", disable=no_bar, leave=False):
+            imgs = imgs.to(device, non_blocking=True)  # [B, 1, 28, 28]
+            dims = math.prod(imgs.shape[1:])
+            elbo = elbo_per_image(model, imgs)
+            parts["iw"].append(iw_log_likelihood(model, imgs, num_samples, chunk_size, elbo["posterior"]).cpu())
+            for key in keys:
+                parts[key].append(None if elbo[key] is None else elbo[key].cpu())
+            parts["labels"].append(labels.cpu())
+    if dims is None:
+        raise UserError("the split has no images")
+    result = {key: None if values[0] is None else torch.cat(values) for key, values in parts.items()}
+    result["mean"] = result["mean"].double()
+    result.update(dims=dims, num_samples=num_samples)
+    return result
+
+
+def _bpd(nats, dims):
+    """A float in nats per image -> bits per dimension, via utils.elbo_to_bpd (None stays None)."""
+    return None if nats is None else float(elbo_to_bpd(torch.tensor(nats, dtype=torch.float64), (1, dims)))
+
+
+def summarize(per_image, active_threshold=ACTIVE_THRESHOLD):
+    """Dataset figures from `evaluate_loader`'s per-image values; see the README for every field.
+
+    Returns a flat dict: num_images, iw_samples; bpd, bpd_se, nelbo_nats, nelbo_nats_se, rec_nats,
+    kl_nats (the negative ELBO, one z per image); iw_bpd, iw_bpd_se, iw_nats, iw_nats_se (the negative
+    IW bound); gap_bpd, gap_bpd_se (bpd - iw_bpd, paired); active_units; and the dicts "per_class"
+    (count, bpd, bpd_se, iw_bpd, iw_bpd_se per class name) and "latents".
+    """
+    dims, n = per_image["dims"], len(per_image["nelbo"])
+    summary = {"num_images": n, "iw_samples": per_image["num_samples"]}
+    for prefix, loss in (("nelbo", per_image["nelbo"]), ("iw", -per_image["iw"])):
+        nats, nats_se = mean_and_se(loss)
+        bpd_name = "bpd" if prefix == "nelbo" else "iw_bpd"
+        summary.update({bpd_name: _bpd(nats, dims), f"{bpd_name}_se": _bpd(nats_se, dims),
+                        f"{prefix}_nats": nats, f"{prefix}_nats_se": nats_se})
+    summary["rec_nats"] = per_image["rec"].mean().item()
+    summary["kl_nats"] = per_image["kl"].mean().item()
+    gap, gap_se = mean_and_se(per_image["nelbo"] + per_image["iw"])  # ELBO's loss - IW's loss, >= 0 in expectation
+    summary.update(gap_bpd=_bpd(gap, dims), gap_bpd_se=_bpd(gap_se, dims))
+
+    per_class = {}
+    for label, name in enumerate(CLASSES):
+        chosen = per_image["labels"] == label  # [N] bool
+        entry = {"count": int(chosen.sum())}
+        for key, loss in (("bpd", per_image["nelbo"]), ("iw_bpd", -per_image["iw"])):
+            nats, nats_se = mean_and_se(loss[chosen]) if entry["count"] else (None, None)
+            entry[key], entry[f"{key}_se"] = _bpd(nats, dims), _bpd(nats_se, dims)
+        per_class[name] = entry
+    summary["per_class"] = per_class
+
+    mean_var = per_image["mean"].var(dim=0) if n > 1 else torch.zeros(per_image["mean"].shape[1])  # [D]
+    active = mean_var > active_threshold  # [D] bool: Cov_x(E_q[z_d]) > threshold
+    summary["active_units"] = int(active.sum())
+    kl_per_dim = per_image["kl_per_dim"]
+    summary["latents"] = {
+        "kl_per_dim": None if kl_per_dim is None else kl_per_dim.mean(dim=0).tolist(),
+        "posterior_mean_var": mean_var.tolist(), "active_dims": active.nonzero().flatten().tolist(),
+        "active_threshold": active_threshold, "z_dim": len(mean_var),
+    }
+    return summary
+
+
+def per_image_iw_bpd(per_image):
+    """The negative IW bound of every image in bits per dimension, as a list (for paired comparisons)."""
+    return [_bpd(v, per_image["dims"]) for v in (-per_image["iw"]).tolist()]

@@ -1,0 +1,176 @@
+"""The training and evaluation loops, sample grids, and building a model for training.
+
+Each loop returns a dict of named statistics (averages over the images seen); its keys flow unchanged
+into history.jsonl, TensorBoard and metrics.json: "bpd" (negative ELBO, bits per dimension),
+"rec_nats" and "kl_nats" (nats per image), and, in training, "objective_bpd" (the loss minimised).
+"""
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+
+from checkpoints import save_image
+from cli_common import Diverged, UserError, first_line
+from model import VAE, eval_mode, objective
+
+STATS = ("bpd", "rec_nats", "kl_nats")
+
+
+class NonFiniteLossError(Diverged):
+    """A NaN or Inf loss: training stops before anything is saved from the diverged weights (exit 1)."""
+
+    def __init__(self, where, step=None):
+        super().__init__(where if step is None else f"{where}, step {step}")
+        self.where, self.step = where, step
+
+
+def autocast(device, precision):
+    """The autocast context of a precision: bf16 autocast on CPU or CUDA, or a no-op for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+class CompiledOrEager:
+    """fn compiled with torch.compile; if compiling fails, one line on stderr and fn runs eagerly from then on.
+
+    A failure on the first call restores the CPU random state, so the eager retry draws the same noise.
+    """
+
+    def __init__(self, fn, mode=None):
+        self.fn, self.compiled, self.calls = fn, torch.compile(fn, mode=mode), 0
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            return self.fn(*args)
+        state = torch.get_rng_state() if self.calls == 0 else None
+        try:
+            result = self.compiled(*args)
+        except (RuntimeError, OSError, ImportError, AssertionError, TypeError, ValueError) as error:
+            print(f"warning: torch.compile failed ({first_line(error)[:160]}); continuing without compilation",
+                  file=sys.stderr)
+            self.compiled = None
+            if state is not None:
+                torch.set_rng_state(state)
+            return self.fn(*args)
+        self.calls += 1
+        return result
+
+
+def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None, check_every_step=None,
+              objective_name="elbo", train_samples=1, loss_fn=None):
+    """One epoch of training on the objective (the ELBO by default, as in the assignment).
+
+    Args:
+        model: a VAE; loader: yields (images, labels); optimizer: steps the model's parameters.
+        precision: "fp32", or "bf16" for bf16 autocast of the forward pass.
+        grad_clip: clip the global gradient norm to this value (None: no clipping).
+        check_every_step: stop at a NaN/Inf loss in the same step (None: only on the CPU).
+        objective_name, train_samples: the objective and its K (model.objective).
+        loss_fn: imgs -> objective dict, e.g. a compiled one (None: model.objective eagerly).
+    Returns:
+        dict of floats, averages over the images seen: "objective_bpd", "bpd", "rec_nats", "kl_nats".
+    Raises:
+        NonFiniteLossError: at the first batch whose loss is NaN or Inf (checked every step on the CPU;
+        at the end of the epoch on a GPU, where a per-step check would force a host sync, with the same
+        step number reported either way).
+    """
+    model.train()
+    loss_fn = loss_fn or (lambda imgs: objective(model, imgs, objective_name, train_samples))
+    names = ("objective_bpd",) + STATS
+    totals = torch.zeros(len(names), device=model.device)  # batch-size-weighted sums
+    first_bad_step = torch.full((), -1, device=model.device)  # first step with a NaN/Inf loss; -1: none
+    if check_every_step is None:
+        check_every_step = model.device.type == "cpu"
+    num_images = 0
+    for step, (imgs, _) in enumerate(loader):
+        imgs = imgs.to(model.device, non_blocking=True)  # [B, 1, 28, 28]
+        with autocast(model.device, precision):
+            terms = loss_fn(imgs)
+        batch_stats = torch.stack([terms[name] for name in names]).detach()  # [4]
+        first_bad_step = torch.where((first_bad_step < 0) & ~batch_stats.isfinite().all(), step, first_bad_step)
+        if check_every_step and first_bad_step >= 0:
+            raise NonFiniteLossError("training", step + 1)
+
+        optimizer.zero_grad(set_to_none=True)
+        terms["objective_bpd"].backward()  # the loss in bpd: nats / (784 ln 2), as the assignment minimises
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        # Accumulate on the device: no .item() per step, so no host sync.
+        totals += batch_stats * imgs.shape[0]
+        num_images += imgs.shape[0]
+    if first_bad_step >= 0:
+        raise NonFiniteLossError("training", int(first_bad_step) + 1)
+    return dict(zip(names, (totals / num_images).tolist()))
+
+
+@torch.inference_mode()
+def test_vae(model, loader):
+    """The ELBO of a whole split (one sample of z per image), in eval mode and in fp32.
+
+    Returns:
+        dict of floats, dataset averages weighted by batch size: "bpd", "rec_nats", "kl_nats".
+    """
+    with eval_mode(model):
+        totals = torch.zeros(len(STATS), device=model.device)
+        num_images = 0
+        for imgs, _ in loader:
+            imgs = imgs.to(model.device, non_blocking=True)
+            L_rec, L_reg, bpd = model(imgs)
+            totals += torch.stack([bpd, L_rec, L_reg]) * imgs.shape[0]
+            num_images += imgs.shape[0]
+    return dict(zip(STATS, (totals / num_images).tolist()))
+
+
+@torch.no_grad()
+def sample_and_save(model, epoch, summary_writer, batch_size=64):
+    """Save an 8x8 grid of samples as samples_epoch_XXX.png in the run folder and log it to TensorBoard.
+
+    Sampling runs in eval mode on a fork of the RNG state, so the training run's random
+    stream (and hence its numbers) does not depend on when grids are drawn.
+    """
+    devices = [model.device] if model.device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
+        samples = model.sample(batch_size)  # [64, 1, 28, 28] in 0..15
+    grid = torchvision.utils.make_grid(samples.float().cpu() / 15, nrow=8)  # [3, H, W] in [0, 1]
+    save_image(Path(summary_writer.log_dir) / f"samples_epoch_{epoch:03d}.png", grid)
+    summary_writer.add_image("samples", grid, global_step=epoch)
+
+
+def _memory_bytes(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(num_filters, z_dim, flow, flow_length, device):
+    """A one-line UserError when the parameters alone (with gradients and Adam's two moments: 4 copies in
+    fp32) would not fit in the device's memory; counted on the meta device, so nothing is allocated."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in VAE(num_filters, z_dim, 0.0, flow, flow_length).parameters())
+    need, have = 16 * count, _memory_bytes(device)
+    if need > have:
+        raise UserError(f"the model does not fit: {count:,} parameters need about {need / 2**30:,.0f} GiB for "
+                        f"weights, gradients and Adam state, and the {device.type} has {have / 2**30:,.0f} GiB; "
+                        "lower --z_dim or --num_filters")
+
+
+def build_model(settings, device, precision_choice):
+    """The VAE, its Adam optimizer, and the training loss function (compiled when chosen).
+
+    Args:
+        settings: a namespace with num_filters, z_dim, lr, flow, flow_length, objective, train_samples.
+        precision_choice: the resolved speed choices, a dict with "compile" and "channels_last" (bools).
+    Returns:
+        (model, optimizer, loss_fn); checkpoints and evaluation use `model`.
+    """
+    check_fits(settings.num_filters, settings.z_dim, settings.flow, settings.flow_length, device)
+    model = VAE(settings.num_filters, settings.z_dim, settings.lr, settings.flow, settings.flow_length).to(device)
+    if precision_choice["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+
+    def loss_fn(imgs):
+        return objective(model, imgs, settings.objective, settings.train_samples)
+    return model, optimizer, CompiledOrEager(loss_fn) if precision_choice["compile"] else loss_fn

@@ -1,0 +1,226 @@
+"""The VAE: conv encoder -> q(z|x) (a diagonal Gaussian, optionally pushed through an amortized flow),
+standard normal prior, categorical decoder; its training objectives (ELBO, IWAE), sampling, and the
+importance-weighted bound used for evaluation.
+
+Units: nats per image unless a name says bpd (bits per dimension, utils.elbo_to_bpd).
+Sign: every returned loss is a *negative* bound (lower is better); log-weights are log-densities.
+"""
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import flows
+from cnn_encoder_decoder import CNNDecoder, CNNEncoder
+from utils import KLD, elbo_to_bpd, log_normal_from_eps, log_px_given_z, log_standard_normal, sample_reparameterize
+
+OBJECTIVES = ("elbo", "iwae")
+FLOW_KINDS = ("none",) + flows.FLOWS
+
+
+@contextlib.contextmanager
+def eval_mode(module):
+    """Put `module` in eval mode for the block and restore its previous mode afterwards, even on error."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+class VAE(nn.Module):
+    def __init__(self, num_filters, z_dim, lr, flow="none", flow_length=0):
+        """A VAE with a conv encoder q(z|x), a standard normal prior and a categorical decoder.
+
+        Args:
+            num_filters: channels of the first conv layers (later ones use twice as many).
+            z_dim: dimensionality of the latent space.
+            lr: the Adam learning rate the model is trained with (kept for the assignment's API;
+                checkpoints record it in their `args`).
+            flow: "none", "planar" or "radial": q(z|x) is N(mean, std^2) pushed through `flow_length`
+                layers of that flow, their parameters produced per image by the encoder (amortized).
+            flow_length: number of flow layers (0: the plain diagonal Gaussian).
+        """
+        super().__init__()
+        if flow not in FLOW_KINDS:
+            raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
+        self.z_dim, self.lr = z_dim, lr
+        self.flow, self.flow_length = flow, flow_length if flow != "none" else 0
+        self.encoder = CNNEncoder(z_dim=z_dim, num_filters=num_filters)
+        self.decoder = CNNDecoder(z_dim=z_dim, num_filters=num_filters)
+        if self.flow_length:
+            # The flow's raw parameters come from the same conv features as mean and log-std.
+            self.flow_head = nn.Linear(self.encoder.feature_dim, self.flow_length * flows.param_count(flow, z_dim))
+
+    def encode(self, imgs):
+        """q(z|x) of a batch: mean, log_std [B, D] and the raw flow parameters [B, P] (None without a flow)."""
+        if not self.flow_length:
+            mean, log_std = self.encoder(imgs)  # [B, D] each
+            return mean, log_std, None
+        features = self.encoder.features(imgs)  # [B, F]
+        mean, log_std = self.encoder.net[-1](features).chunk(2, dim=1)  # [B, D] each
+        return mean, log_std, self.flow_head(features)  # [B, P]
+
+    def push(self, z0, flow_params):
+        """z_L = f_L(...f_1(z_0)) and sum_l log|det df_l/dz|: z0 [..., D] -> ([..., D], [...] nats)."""
+        if not self.flow_length:
+            return z0, torch.zeros(z0.shape[:-1], dtype=z0.dtype, device=z0.device)
+        params = flow_params.view(flow_params.shape[:1] + (1,) * (z0.dim() - 2) + flow_params.shape[1:])
+        return flows.flow(self.flow, z0, params, self.flow_length)
+
+    def forward(self, imgs):
+        """The negative ELBO of a batch, with one reparameterized sample z per image.
+
+        Args:
+            imgs: [B, 1, 28, 28] long images with values 0..15.
+        Returns (three scalars, each an average over the B images):
+            L_rec: reconstruction loss -log p(x|z), cross-entropy summed over the 784 pixels, nats.
+            L_reg: KL(q(z|x) || N(0, I)), nats: closed form without a flow; with one, the single-sample
+                estimate log q_L(z_L|x) - log p(z_L) (no closed form exists).
+            bpd: (L_rec + L_reg) in bits per dimension.
+        """
+        mean, log_std, flow_params = self.encode(imgs)  # [B, D] each, [B, P] or None
+        # Sampling, KL and cross-entropy in fp32 even under bf16 autocast: only the convs run in bf16.
+        mean, log_std = mean.float(), log_std.float()
+        if flow_params is None:
+            z = sample_reparameterize(mean, torch.exp(log_std))  # [B, D]
+            L_reg = KLD(mean, log_std).mean()  # KL to N(0, I), closed form
+        else:
+            eps = torch.randn_like(mean)  # [B, D]
+            z, log_det = self.push(mean + torch.exp(log_std) * eps, flow_params.float())  # [B, D], [B]
+            # log q_L(z_L|x) = log N(z_0; mean, std^2) - sum_l log|det_l|  (Rezende & Mohamed 2015, eq. 13)
+            L_reg = (log_normal_from_eps(eps, log_std) - log_det - log_standard_normal(z)).mean()
+        logits = self.decoder(z).float()  # [B, 16, 28, 28]
+        # Sum over pixels (the image's log-likelihood), mean over images: the per-image ELBO.
+        L_rec = F.cross_entropy(logits, imgs.squeeze(1), reduction="sum") / imgs.shape[0]
+        bpd = elbo_to_bpd(L_rec + L_reg, imgs.shape)
+        return L_rec, L_reg, bpd
+
+    @torch.no_grad()
+    def sample(self, batch_size):
+        """Ancestral sampling: z ~ N(0, I), then every pixel from its categorical p(x|z).
+
+        Returns:
+            x_samples: [B, 1, 28, 28] long images with values 0..15.
+        """
+        z = torch.randn(batch_size, self.z_dim, device=self.device)  # [B, z_dim]
+        logits = self.decoder(z)  # [B, 16, 28, 28]
+        probs = logits.float().softmax(dim=1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])  # [B*784, 16]
+        x_samples = torch.multinomial(probs, num_samples=1)  # [B*784, 1]
+        return x_samples.reshape(batch_size, 1, *logits.shape[2:])  # [B, 1, 28, 28]
+
+    @property
+    def device(self):
+        return self.decoder.device
+
+
+def log_weights(model, imgs, num_samples, posterior=None, max_latents=4096):
+    """Per-sample terms of the K-sample bounds, z_k ~ q(z|x), the K samples of all B images decoded as
+    one [B*K] batch (in chunks of at most max(B, max_latents) latents, to bound memory).
+
+    Args:
+        imgs: [B, 1, 28, 28] long levels 0..15; num_samples: K >= 1.
+        posterior: (mean, log_std, flow_params) from model.encode(imgs), when already computed.
+    Returns:
+        dict of float64 [B, K] tensors, nats: "log_px" = log p(x|z_k), "log_pz" = log p(z_k),
+        "log_q" = log q(z_k|x); log w_k = log_px + log_pz - log_q. Differentiable.
+    """
+    mean, log_std, flow_params = posterior if posterior is not None else model.encode(imgs)
+    mean, log_std = mean.float(), log_std.float()  # [B, D]
+    B, D = mean.shape
+    per_chunk = max(1, max_latents // B)
+    parts = {"log_px": [], "log_pz": [], "log_q": []}
+    for start in range(0, num_samples, per_chunk):
+        k = min(per_chunk, num_samples - start)
+        eps = torch.randn(B, k, D, device=mean.device, dtype=mean.dtype)  # [B, k, D]
+        z0 = mean.unsqueeze(1) + torch.exp(log_std).unsqueeze(1) * eps  # [B, k, D]
+        z, log_det = model.push(z0, None if flow_params is None else flow_params.float())  # [B, k, D], [B, k]
+        logits = model.decoder(z.reshape(B * k, D)).float()  # [B*k, 16, 28, 28]
+        targets = imgs.unsqueeze(1).expand(B, k, *imgs.shape[1:]).reshape(B * k, *imgs.shape[1:])  # [B*k, 1, 28, 28]
+        parts["log_px"].append(log_px_given_z(logits, targets).view(B, k))  # [B, k]
+        parts["log_pz"].append(log_standard_normal(z.double()))  # [B, k]
+        log_q0 = log_normal_from_eps(eps.double(), log_std.double().unsqueeze(1))  # [B, k]
+        parts["log_q"].append(log_q0 - log_det.double())  # change of variables: minus the flow's log|det|
+    return {key: torch.cat(values, dim=1) for key, values in parts.items()}
+
+
+def objective(model, imgs, name="elbo", num_samples=1):
+    """The training loss of a batch and the ELBO terms logged beside it.
+
+    elbo, K = 1: exactly model(imgs) (the assignment's loss). elbo, K > 1: the mean of K single-sample
+    ELBOs. iwae: -log (1/K) sum_k w_k, w_k = p(x|z_k) p(z_k) / q(z_k|x) (Burda et al. 2016, eq. 8), by
+    logsumexp, with gradients through it; for K = 1 it is the single-sample ELBO for the same noise.
+    Returns:
+        dict of scalar tensors: "loss" (the objective, nats per image, to minimise), "objective_bpd"
+        (it in bpd), and the ELBO terms "rec_nats", "kl_nats", "bpd" (averages over images).
+    """
+    if name == "elbo" and num_samples == 1:
+        L_rec, L_reg, bpd = model(imgs)
+        return {"loss": L_rec + L_reg, "objective_bpd": bpd, "rec_nats": L_rec, "kl_nats": L_reg, "bpd": bpd}
+    posterior = model.encode(imgs)
+    terms = log_weights(model, imgs, num_samples, posterior)  # [B, K] each
+    log_w = terms["log_px"] + terms["log_pz"] - terms["log_q"]  # [B, K]
+    rec = -terms["log_px"].mean()
+    if model.flow_length:
+        kl = (terms["log_q"] - terms["log_pz"]).mean()  # single-sample KL estimates, averaged over k
+    else:
+        kl = KLD(posterior[0].float(), posterior[1].float()).mean().double()  # closed form, as model(imgs) logs it
+    if name == "iwae":
+        loss = -(torch.logsumexp(log_w, dim=1) - math.log(num_samples)).mean()
+    else:
+        loss = -log_w.mean()
+    bpd_of = lambda nats: elbo_to_bpd(nats, imgs.shape)  # noqa: E731
+    return {"loss": loss.float(), "objective_bpd": bpd_of(loss).float(), "rec_nats": rec.float(),
+            "kl_nats": kl.float(), "bpd": bpd_of(rec + kl).float()}
+
+
+def elbo_per_image(model, imgs):
+    """The ELBO of every image with one reparameterized sample, as VAE.forward computes it.
+
+    Returns:
+        dict of float64 [B] tensors in nats per image: "nelbo" = rec + kl, "rec" = -log p(x|z),
+        "kl" (closed form without a flow, single-sample estimate with one); "mean", "log_std" [B, D]
+        (the base Gaussian's); "kl_per_dim" [B, D] (nats; closed form, only without a flow, else None);
+        "posterior" (encode's output, to reuse).
+    """
+    posterior = model.encode(imgs)
+    mean, log_std, flow_params = posterior
+    if flow_params is None:
+        z = sample_reparameterize(mean, torch.exp(log_std))  # [B, D]
+        kl_per_dim = KLD(mean.unsqueeze(-1), log_std.unsqueeze(-1)).double()  # [B, D]: KLD over 1-dim "vectors"
+        kl = kl_per_dim.sum(dim=-1)  # [B]
+    else:
+        eps = torch.randn_like(mean)  # [B, D]
+        z, log_det = model.push(mean + torch.exp(log_std) * eps, flow_params)
+        kl = (log_normal_from_eps(eps, log_std) - log_det - log_standard_normal(z)).double()  # [B]
+        kl_per_dim = None
+    rec = -log_px_given_z(model.decoder(z), imgs)  # [B]
+    return {"nelbo": rec + kl, "rec": rec, "kl": kl, "mean": mean, "log_std": log_std, "kl_per_dim": kl_per_dim,
+            "posterior": posterior}
+
+
+def iw_log_likelihood(model, imgs, num_samples, chunk_size=2048, posterior=None):
+    """Importance-weighted estimate of log p(x) in nats per image with K = num_samples draws from q(z|x):
+
+        log p(x) ~= log (1/K) sum_k exp(log w_k),  log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x),
+
+    with the posterior's own log-density (flows included). Chunks of at most max(B, chunk_size)
+    latents are combined with a running log-sum-exp in float64, so memory is bounded for any K.
+    Returns:
+        [B] float64 estimates of log p(x) (a lower bound in expectation, tight as K -> inf).
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    posterior = posterior if posterior is not None else model.encode(imgs)
+    B = imgs.shape[0]
+    per_chunk = max(1, chunk_size // B)
+    log_sum = torch.full((B,), -math.inf, dtype=torch.float64, device=imgs.device)  # [B]
+    for start in range(0, num_samples, per_chunk):
+        k = min(per_chunk, num_samples - start)
+        terms = log_weights(model, imgs, k, posterior, max_latents=B * k)  # [B, k] each, one decoder call
+        log_w = terms["log_px"] + terms["log_pz"] - terms["log_q"]  # [B, k]
+        log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, dim=1))  # [B]
+    return log_sum - math.log(num_samples)  # [B]

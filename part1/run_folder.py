@@ -1,0 +1,204 @@
+"""The run folder: the one place that knows its layout and file formats (the README's schema).
+
+    <log_dir>/<date>_<time>_z<z_dim>/      (or --run_name)
+        args.json               the run's settings (updated on resume), plus what `auto` chose
+        history.jsonl           one JSON object per epoch: epoch, seconds, {train,val}_{bpd,rec_nats,kl_nats},
+                                train_objective_bpd
+        metrics.json            the test results of the best-by-validation model
+        eval_<split>.json       evaluate.py's results
+        samples_epoch_XXX.png   sample grids; vae_manifold.png (z_dim 2)
+        checkpoints/{best,last}.pt
+        events.out.tfevents.*   TensorBoard
+
+Every file goes through checkpoints' atomic writes. Names: `bpd` is the negative ELBO in bits per
+dimension, `rec_nats` -log p(x|z) and `kl_nats` the KL term in nats per image (bpd = (rec_nats +
+kl_nats) log2(e) / 784), `iw_bpd` the negative importance-weighted bound; `_se` a standard error
+over images. Every quantity is a loss: lower is better.
+"""
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+
+from checkpoints import FAMILY, check_model_fits, load_checkpoint, write_json, write_text
+from cli_common import UserError
+from config import PART1_DIR, TRAIN_SCRIPT, args_to_dict, defaults
+
+REPO_ROOT = PART1_DIR.parent
+ARGS, HISTORY, METRICS = "args.json", "history.jsonl", "metrics.json"
+# Flags a resumed run may change; every other setting comes from the run being resumed.
+RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "eval_batch_size", "final_iw_samples", "progress_bar",
+                     "data_dir", "compile", "sample_epochs")
+
+
+def make_run_dir(log_dir, z_dim, name=None):
+    """Create a fresh run folder (with checkpoints/) under `log_dir`; never reuses an existing one."""
+    stamp = name or f"{datetime.now():%Y-%m-%d_%H-%M-%S}_z{z_dim}"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1 if name else 1000):
+            run_dir = log_dir / (stamp if attempt == 0 else f"{stamp}_{attempt}")
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                continue
+            (run_dir / "checkpoints").mkdir()
+            return run_dir
+    except OSError as error:
+        raise UserError(f"cannot create a run folder in --log_dir {log_dir}: {error.strerror}; "
+                        "choose a writable folder") from None
+    raise UserError(f"--log_dir {log_dir} already holds a run named {stamp}; resume it with --resume or "
+                    "choose another --run_name")
+
+
+def write_args(run_dir, args_dict):
+    write_json(Path(run_dir) / ARGS, args_dict)
+
+
+def read_json(path):
+    """The JSON object in `path`; None when the file is absent; a one-line UserError when it is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}); restore it or rerun") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} does not hold a JSON object")
+    return value
+
+
+# ---- history.jsonl --------------------------------------------------------------------------------
+
+def append_history(run_dir, record):
+    """Append one epoch's record. A kill during the append can leave a torn last line; read_history drops it."""
+    with open(Path(run_dir) / HISTORY, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_history(run_dir, before_epoch=None):
+    """The per-epoch records, in order, of epochs < before_epoch (all when None).
+
+    A torn last line (an append cut by a kill) is dropped; a bad line elsewhere is a one-line UserError.
+    """
+    path = Path(run_dir) / HISTORY
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("no epoch")
+        except ValueError:
+            if number == len(lines):
+                break  # torn by an interrupted append
+            raise UserError(f"{path}, line {number}, is not an epoch record; the file is corrupt") from None
+        records.append(record)
+    return [r for r in records if before_epoch is None or r["epoch"] < before_epoch]
+
+
+def truncate_history(run_dir, before_epoch):
+    """Keep only the records of epochs < before_epoch (the checkpoint is the truth on resume)."""
+    kept = read_history(run_dir, before_epoch)
+    write_text(Path(run_dir) / HISTORY, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+# ---- results --------------------------------------------------------------------------------------
+
+def write_metrics(run_dir, metrics):
+    write_json(Path(run_dir) / METRICS, metrics)
+
+
+def read_metrics(run_dir):
+    return read_json(Path(run_dir) / METRICS)
+
+
+def eval_path(run_dir, split):
+    return Path(run_dir) / f"eval_{split}.json"
+
+
+def write_eval(run_dir, split, result):
+    write_json(eval_path(run_dir, split), result)
+
+
+# ---- resuming -------------------------------------------------------------------------------------
+
+def resumed_args(args):
+    """The settings of the run in args.resume, with the flags a resume may change taken from `args`.
+
+    A flag the user typed (args.given; without it, any value other than the default) that
+    contradicts the run is a one-line UserError: a resumed run must compute exactly what the
+    uninterrupted run would have. Returns (merged settings dict, checkpoint state).
+    """
+    path = Path(args.resume) / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(f"--resume {args.resume}: no checkpoint at {path}; pass a run folder of train_torch.py "
+                        "that finished at least one epoch")
+    state = load_checkpoint(path, for_resume=True)
+    saved, new, default = state["args"], args_to_dict(args), defaults()
+    given = set(getattr(args, "given", [k for k in new if new[k] != default.get(k)])) - {"resume"}
+    check_model_fits(state, path, {k: new[k] if k in given else saved.get(k, default[k]) for k in FAMILY})
+    merged = {**default, **saved, "resume": new["resume"]}
+    for name in sorted(given):
+        if new[name] == merged.get(name):
+            continue
+        if name not in RESUME_MAY_CHANGE:
+            raise UserError(f"--{name} {new[name]} differs from the resumed run's {merged.get(name)}; a resumed run "
+                            f"keeps its settings (only --{', --'.join(RESUME_MAY_CHANGE)} may change)")
+        merged[name] = new[name]
+    if "data_dir" in given:
+        merged["data_dir"] = str(Path(new["data_dir"]).resolve())
+    return merged, state
+
+
+def resume_hint(run_dir, epoch):
+    """One line on what an interrupted run kept and a command that continues it from the current folder."""
+    if not epoch:
+        return f"no epoch finished, nothing to resume; {run_dir} can be deleted"
+    script = TRAIN_SCRIPT
+    try:
+        script = script.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"{run_dir / 'checkpoints' / 'last.pt'} holds epoch {epoch}; continue with: python {script} --resume {run_dir}"
+
+
+def find_data_dir(data_dir):
+    """A run's data_dir; a relative one (older runs stored it as typed) is looked up from here, the repo
+    root, then part1/."""
+    data_dir = Path(data_dir)
+    if data_dir.is_absolute():
+        return data_dir
+    for base in (Path.cwd(), REPO_ROOT, PART1_DIR):
+        if (base / data_dir / "FashionMNIST" / "raw").is_dir():
+            return (base / data_dir).resolve()
+    return data_dir
+
+
+# ---- reading a run (the report, the sweep) ----------------------------------------------------------
+
+def is_finished(run_dir):
+    """A run is finished when it wrote metrics.json (after its test phase)."""
+    return (Path(run_dir) / METRICS).is_file()
+
+
+def load_run(run_dir):
+    """Everything the report needs from one run folder, as a dict (history must hold at least one epoch)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist")
+    history = read_history(run_dir)
+    if not history:
+        raise UserError(f"{run_dir / HISTORY} is missing or empty: is {run_dir} a run folder of train_torch.py?")
+    samples = {int(m.group(1)): p for p in run_dir.glob("samples_epoch_*.png")
+               if (m := re.fullmatch(r"samples_epoch_(\d+)\.png", p.name))}
+    manifold = run_dir / "vae_manifold.png"
+    return {"dir": run_dir, "name": run_dir.resolve().name, "history": history,
+            "args": read_json(run_dir / ARGS) or {}, "metrics": read_metrics(run_dir) or {},
+            "eval": read_json(eval_path(run_dir, "test")), "samples": dict(sorted(samples.items())),
+            "manifold": manifold if manifold.is_file() else None}
+

@@ -1,0 +1,154 @@
+"""Objectives (ELBO, IWAE) and posteriors (planar, radial flows) in the model, against values computed
+independently: the assignment's loss bit for bit, hand-assembled single-sample bounds, the closed-form
+KL, and log p(x) by quadrature for a z_dim = 1 model."""
+import math
+
+import pytest
+import torch
+
+from conftest import make_images
+from fmnist import quantize
+from model import VAE, iw_log_likelihood, log_weights, objective
+from utils import KLD, log_normal_from_eps, log_px_given_z, log_standard_normal
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images(num, seed):
+    x, _ = make_images(num, seed)
+    return quantize(torch.as_tensor(x)).unsqueeze(1).long()  # [num, 1, 28, 28]
+
+
+def test_flow_length_0_is_todays_model_bit_for_bit():
+    """--flow planar --flow_length 0 and --flow none build the same network and the same loss, bit for bit,
+    and the objective with elbo, K = 1 is exactly VAE.forward."""
+    imgs = images(5, 0)
+    results = []
+    for flow in ("none", "planar", "radial"):
+        torch.manual_seed(0)
+        model = VAE(4, 3, 1e-3, flow, 0)
+        assert not hasattr(model, "flow_head")
+        torch.manual_seed(1)
+        results.append(torch.stack(model(imgs)))
+        torch.manual_seed(1)
+        terms = objective(model, imgs, "elbo", 1)
+        assert torch.equal(torch.stack([terms["rec_nats"], terms["kl_nats"], terms["bpd"]]), results[-1])
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("flow, length", [("none", 0), ("planar", 3), ("radial", 2)])
+def test_iwae_k1_is_the_single_sample_elbo_for_the_same_noise(flow, length):
+    """IWAE with K = 1 equals -(log p(x|z) + log p(z) - log q(z|x)) for the same eps, assembled here by hand
+    from the encoder's outputs, the flow and the decoder."""
+    torch.manual_seed(0)
+    model = VAE(4, 3, 1e-3, flow, length)
+    imgs = images(4, 1)
+    torch.manual_seed(5)
+    loss = objective(model, imgs, "iwae", 1)["loss"]
+    torch.manual_seed(5)
+    mean, log_std, params = model.encode(imgs)
+    eps = torch.randn(4, 1, 3)  # the draw log_weights makes: [B, K, D]
+    z, log_det = model.push(mean.unsqueeze(1) + log_std.exp().unsqueeze(1) * eps, params)
+    log_q = log_normal_from_eps(eps, log_std.unsqueeze(1)) - log_det  # [B, 1]
+    log_px = log_px_given_z(model.decoder(z.reshape(4, 3)), imgs)  # [B]
+    expected = -(log_px + log_standard_normal(z).squeeze(1).double() - log_q.squeeze(1).double()).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_elbo_with_k_samples_is_the_mean_of_single_sample_elbos():
+    torch.manual_seed(0)
+    model = VAE(4, 2, 1e-3, "planar", 2)
+    imgs = images(3, 2)
+    torch.manual_seed(9)
+    terms = log_weights(model, imgs, 6)  # [B, 6] each
+    torch.manual_seed(9)
+    loss = objective(model, imgs, "elbo", 6)["loss"]
+    single = -(terms["log_px"] + terms["log_pz"] - terms["log_q"])  # [B, 6]: six single-sample losses
+    assert loss.item() == pytest.approx(single.mean().item(), rel=1e-6)
+    torch.manual_seed(9)
+    iwae = objective(model, imgs, "iwae", 6)["loss"]
+    assert iwae.item() == pytest.approx(-(torch.logsumexp(-single, 1) - math.log(6)).mean().item(), rel=1e-6)
+    assert iwae.item() <= loss.item()  # Jensen: the IW bound is at least the average ELBO, draw by draw
+
+
+def test_monte_carlo_kl_without_a_flow_averages_to_the_closed_form():
+    """log q(z|x) - log p(z) at z ~ q, averaged over many draws, is KL(q || p) of utils.KLD."""
+    torch.manual_seed(0)
+    model = VAE(4, 3, 1e-3)
+    imgs = images(2, 3)
+    with torch.no_grad():
+        mean, log_std, _ = model.encode(imgs)
+        terms = log_weights(model, imgs, 20000)  # [2, 20000]
+    mc = terms["log_q"] - terms["log_pz"]
+    closed = KLD(mean.double(), log_std.double())  # [2]
+    se = mc.std(dim=1) / math.sqrt(mc.shape[1])
+    assert ((mc.mean(dim=1) - closed).abs() < 4 * se).all()
+    assert (se < 0.02).all()
+
+
+def test_flow_parameters_are_amortized_per_image():
+    """The encoder produces the flow parameters from each image's features (not global constants)."""
+    torch.manual_seed(0)
+    model = VAE(4, 2, 1e-3, "radial", 3)
+    _, _, params = model.encode(images(2, 4))
+    assert params.shape == (2, 3 * (2 + 2))
+    assert not torch.allclose(params[0], params[1])
+
+
+def test_gradients_flow_through_the_logsumexp_to_every_part():
+    torch.manual_seed(0)
+    model = VAE(4, 2, 1e-3, "planar", 2)
+    objective(model, images(3, 5), "iwae", 4)["loss"].backward()
+    for name in ("flow_head.weight", "encoder.net.0.weight", "decoder.linear.0.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+@pytest.fixture(scope="module")
+def trained_z1():
+    """z_dim = 1 models (no flow, and a planar flow) trained for 60 IWAE steps on 8 images, and log p(x) of
+    4 of them by quadrature on a dense z grid (the decoder and prior alone define p(x))."""
+    imgs = images(8, 6)
+    models = {}
+    for flow, length in (("none", 0), ("planar", 4)):
+        torch.manual_seed(0)
+        model = VAE(4, 1, 3e-3, flow, length)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(60):
+            optimizer.zero_grad()
+            objective(model, imgs, "iwae", 5)["loss"].backward()
+            optimizer.step()
+        models[flow] = model.eval()
+    zs = torch.linspace(-10, 10, 8001, dtype=torch.float64)
+    log_px = {}
+    with torch.inference_mode():
+        for flow, model in models.items():
+            logits = model.decoder(zs.float().unsqueeze(1))  # [G, 16, 28, 28]
+            log_lik = torch.stack([log_px_given_z(logits, img.expand(len(zs), 1, 28, 28)) for img in imgs[:4]])
+            log_joint = log_lik - 0.5 * zs ** 2 - 0.5 * math.log(2 * math.pi)  # [4, G]
+            log_px[flow] = torch.logsumexp(log_joint, dim=1) + math.log(zs[1] - zs[0])  # [4]
+    return models, imgs[:4], log_px
+
+
+@pytest.mark.parametrize("flow", ["none", "planar"])
+def test_iw_bound_grows_with_k_and_stays_below_quadrature(trained_z1, flow):
+    models, imgs, log_px = trained_z1
+    model, copies = models[flow], {1: 400, 5: 200, 50: 40}
+    estimates = {}
+    torch.manual_seed(11)
+    with torch.inference_mode():
+        for k, n in copies.items():
+            values = iw_log_likelihood(model, imgs.repeat_interleave(n, dim=0), k).view(len(imgs), n)  # [4, n]
+            estimates[k] = (values.mean(dim=1), values.std(dim=1) / math.sqrt(n))
+    for k, (mean, se) in estimates.items():
+        assert (mean < log_px[flow] + 4 * se).all(), k  # a lower bound, up to Monte Carlo error
+    for small, large in ((1, 5), (5, 50)):  # non-decreasing in K, on average over images
+        (m1, s1), (m2, s2) = estimates[small], estimates[large]
+        assert (m1 - m2).mean() < 4 * torch.sqrt((s1 ** 2 + s2 ** 2).mean() / len(imgs))
+    assert (log_px[flow] - estimates[50][0]).mean() < (log_px[flow] - estimates[1][0]).mean()

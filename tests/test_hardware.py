@@ -1,0 +1,198 @@
+"""hardware.py: CPU flag parsing, CUDA bf16, the compiler probe, and every auto/explicit branch of choose().
+
+Hardware queries are mocked (cpuinfo text, torch.cuda, the compiler probe, triton), so these run in well under a
+second on any machine; one test runs the real (cached) compiler probe.
+"""
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+import hardware
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+CPU_STEPS, CUDA_STEPS = hardware.COMPILE_MIN_STEPS["cpu"], hardware.COMPILE_MIN_STEPS["cuda"]
+
+# Abridged flags lines of real CPUs: an AVX2-only AMD EPYC (Zen 2/3), a Cooper Lake Xeon (avx512_bf16),
+# a Sapphire Rapids Xeon (AMX and avx512_bf16), and an AVX-512 Skylake Xeon without bf16.
+EPYC_AVX2 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B12\n"
+             "flags\t\t: fpu vme de pse tsc msr sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 sha_ni vaes\n")
+COOPER_LAKE = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8380H CPU @ 2.90GHz\n"
+               "flags\t\t: fpu sse sse2 avx avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni "
+               "avx512_bf16\n")
+SAPPHIRE_RAPIDS = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+                   "flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8\n")
+AMX_ONLY = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_tile amx_bf16\n"
+SKYLAKE = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz\n"
+           "flags\t\t: fpu sse avx avx2 avx512f avx512dq avx512cd avx512bw avx512vl\n"
+           "bugs\t\t: avx512_bf16_is_not_a_flag_here\n")
+
+
+@pytest.mark.parametrize("text, expected", [(EPYC_AVX2, False), (COOPER_LAKE, True), (SAPPHIRE_RAPIDS, True),
+                                            (AMX_ONLY, True), (SKYLAKE, False), ("", False)])
+def test_cpu_native_bf16_from_cpuinfo_flags(text, expected):
+    assert hardware.cpu_has_native_bf16(text) is expected
+
+
+def test_cpu_native_bf16_without_cpuinfo_falls_back_to_torch_capability(monkeypatch):
+    def no_file(*args, **kwargs):
+        raise FileNotFoundError("/proc/cpuinfo")
+    monkeypatch.setattr("builtins.open", no_file)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AMX")
+    assert hardware.cpu_has_native_bf16() is True
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert hardware.cpu_has_native_bf16() is False
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A CUDA device that exists; the setter gives its bf16 support: True, False, or "emulated" (pre-Ampere GPUs,
+    which torch counts as supported unless asked with including_emulation=False)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def set_bf16(supported):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True: supported is True or (supported and including_emulation))
+    return set_bf16
+
+
+@pytest.mark.parametrize("available, supported, expected", [(True, True, True), (True, False, False),
+                                                            (True, "emulated", False), (False, True, False)])
+def test_cuda_bf16(monkeypatch, fake_cuda, available, supported, expected):
+    fake_cuda(supported)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    assert hardware.cuda_bf16(CUDA) is expected
+    assert hardware.cuda_bf16(CPU) is False
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Sets what the CPU reports for native bf16, and a compiler probe that succeeds."""
+    monkeypatch.setattr(hardware, "cxx_compiler_works", lambda: (True, ""))
+
+    def set_native(native):
+        monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda cpuinfo_text=None: native)
+    set_native(False)
+    return set_native
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_cpu(cpu_bf16, native, expected):
+    cpu_bf16(native)
+    choice = hardware.choose(CPU, "auto", "off", None, 100)
+    assert choice["precision"] == expected
+    assert choice["why"]["precision"] == ("auto: native bf16 on this CPU" if native else
+                                          "auto: no native bf16 on this CPU")
+    assert choice["warning"] == ""
+
+
+@pytest.mark.parametrize("supported, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_cuda(fake_cuda, cpu_bf16, supported, expected):
+    fake_cuda(supported)
+    cpu_bf16(True)  # the host CPU must not matter for a CUDA run
+    assert hardware.choose(CUDA, "auto", "off", None, 100)["precision"] == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_explicit_precision_honoured(cpu_bf16, native):
+    cpu_bf16(native)
+    assert hardware.choose(CPU, "fp32", "off", None, 100)["precision"] == "fp32"
+    choice = hardware.choose(CPU, "bf16", "off", None, 100)
+    assert choice["precision"] == "bf16"
+    # Explicit bf16 without native support runs, but says it will be slow.
+    assert ("8-15x slower" in choice["warning"]) is not native
+    assert choice["why"]["precision"].startswith("explicit")
+
+
+@pytest.mark.parametrize("device, steps, expected", [
+    (CPU, 6, False), (CPU, CPU_STEPS - 1, False), (CPU, CPU_STEPS, True), (CPU, 37_520, True),
+    (CUDA, CUDA_STEPS - 1, False), (CUDA, CUDA_STEPS, True), (CUDA, 37_520, True)])
+def test_auto_compile_threshold(monkeypatch, cpu_bf16, fake_cuda, device, steps, expected):
+    fake_cuda(True)
+    monkeypatch.setitem(sys.modules, "triton", types.ModuleType("triton"))
+    choice = hardware.choose(device, "fp32", "auto", None, steps)
+    assert choice["compile"] is expected
+    threshold = hardware.COMPILE_MIN_STEPS[device.type]
+    assert choice["why"]["compile"].startswith(f"auto: {steps:,} steps {'>=' if expected else '<'} {threshold:,}")
+
+
+def test_thresholds_spare_short_runs_and_compile_full_ones():
+    # A 2-epoch test run on 300 images at batch 128 is 6 steps; 80 FashionMNIST epochs are 37,520.
+    assert 6 < min(hardware.COMPILE_MIN_STEPS.values()) and max(hardware.COMPILE_MIN_STEPS.values()) <= 37_520
+
+
+def test_auto_compile_off_when_compiler_probe_fails(monkeypatch):
+    monkeypatch.setattr(hardware, "cxx_compiler_works", lambda: (False, "no C++ compiler found (tried g++)"))
+    choice = hardware.choose(CPU, "fp32", "auto", None, 10 * CPU_STEPS)
+    assert choice["compile"] is False
+    assert choice["why"]["compile"] == "auto: cannot compile here: no C++ compiler found (tried g++)"
+    assert hardware.can_compile(CPU) == (False, "no C++ compiler found (tried g++)")
+
+
+def test_auto_compile_off_on_cuda_without_triton(monkeypatch, fake_cuda):
+    fake_cuda(True)
+    monkeypatch.setitem(sys.modules, "triton", None)  # None in sys.modules makes `import triton` raise ImportError
+    assert hardware.can_compile(CUDA) == (False, "triton is not installed")
+    assert hardware.choose(CUDA, "fp32", "auto", None, 10 * CUDA_STEPS)["compile"] is False
+
+
+def test_explicit_compile_honoured(monkeypatch):
+    monkeypatch.setattr(hardware, "cxx_compiler_works", lambda: (False, "no C++ compiler"))
+    on = hardware.choose(CPU, "fp32", "on", None, 6)
+    assert (on["compile"], on["why"]["compile"]) == (True, "explicit")
+    off = hardware.choose(CPU, "fp32", "off", None, 10 * CPU_STEPS)
+    assert (off["compile"], off["why"]["compile"]) == (False, "explicit")
+
+
+def test_channels_last_auto_per_device_and_explicit(cpu_bf16, fake_cuda):
+    fake_cuda(True)
+    assert hardware.choose(CPU, "fp32", "off", None, 1)["channels_last"] is True
+    assert hardware.choose(CPU, "fp32", "off", None, 1)["why"]["channels_last"] == "auto: CPU"
+    assert hardware.choose(CUDA, "fp32", "off", None, 1)["channels_last"] is True
+    assert hardware.choose(CUDA, "fp32", "off", None, 1)["why"]["channels_last"] == "auto: CUDA"
+    for device in (CPU, CUDA):
+        for given in (True, False):
+            choice = hardware.choose(device, "fp32", "off", given, 1)
+            assert (choice["channels_last"], choice["why"]["channels_last"]) == (given, "explicit")
+
+
+def test_invalid_values_rejected():
+    with pytest.raises(ValueError, match="precision"):
+        hardware.choose(CPU, "fp16", "off", None, 1)
+    with pytest.raises(ValueError, match="compile"):
+        hardware.choose(CPU, "fp32", "yes", None, 1)
+
+
+def test_summary_line(cpu_bf16):
+    choice = hardware.choose(CPU, "auto", "auto", False, 33_760)
+    assert hardware.summary_line(choice) == (
+        f"precision fp32 (auto: no native bf16 on this CPU) | compile on (auto: 33,760 steps >= {CPU_STEPS:,}) | "
+        "channels_last off (explicit)")
+    bare = {"precision": "bf16", "compile": False, "channels_last": True}
+    assert hardware.summary_line(bare) == "precision bf16 | compile off | channels_last on"
+
+
+BUILD_ERROR = "fatal error: vector: No such file or directory\ncompilation terminated.\n"
+
+
+@pytest.mark.parametrize("which, expected", [
+    ("/usr/bin/g++", (False, "/usr/bin/g++ failed a trivial build: fatal error: vector: No such file or directory")),
+    (None, (False, "no C++ compiler found (tried g++, c++)"))])
+def test_compiler_probe_failures(monkeypatch, which, expected):
+    hardware.cxx_compiler_works.cache_clear()
+    monkeypatch.setattr(hardware, "_compiler_candidates", lambda: ["g++", "c++"])
+    monkeypatch.setattr(hardware.shutil, "which", lambda name: which)
+    monkeypatch.setattr(hardware.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a[0], 1, "", BUILD_ERROR))
+    try:
+        assert hardware.cxx_compiler_works() == expected
+    finally:
+        hardware.cxx_compiler_works.cache_clear()  # do not leave a mocked result cached for the real probe
+
+
+def test_real_compiler_probe_returns_bool_and_reason():
+    ok, reason = hardware.cxx_compiler_works()
+    assert isinstance(ok, bool) and isinstance(reason, str)
+    assert (reason == "") is ok
+    assert hardware.cxx_compiler_works() == (ok, reason)  # cached: same answer without a second build
