@@ -106,6 +106,9 @@ def summarize(per_image, active_threshold=ACTIVE_THRESHOLD):
     return summary
 
 
-def per_image_iw_bpd(per_image):
-    """The negative IW bound of every image in bits per dimension, as a list (for paired comparisons)."""
-    return [_bpd(v, per_image["dims"]) for v in (-per_image["iw"]).tolist()]
+def evaluation_record(per_image, **about):
+    """The eval_<split>.json record (run_folder's schema): `about` (checkpoint, epoch, split, data_dir, seed,
+    device, ...), the summary, and per_image_iw_bpd, every image's negative IW bound in bpd (in loader
+    order: the study pairs images across runs by position)."""
+    per_image_bpd = [_bpd(v, per_image["dims"]) for v in (-per_image["iw"]).tolist()]
+    return {**about, **summarize(per_image), "per_image_iw_bpd": per_image_bpd}

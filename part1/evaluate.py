@@ -22,7 +22,7 @@ import run_folder
 from checkpoints import CheckpointError, load_checkpoint, save_image
 from cli_common import Interrupted, Terminated, UserError, int_at_least, resolve_device, run_cli, seed_type
 from cli_common import signal_name_and_status
-from estimates import evaluate_loader, per_image_iw_bpd, summarize
+from estimates import evaluate_loader, evaluation_record
 from fmnist import fmnist
 from model import VAE, eval_mode
 from utils import decoder_mean_image
@@ -144,26 +144,24 @@ def main(args):
 
     try:
         per_image = evaluate_loader(model, loader, args.iw_samples, args.chunk_size, args.seed, progress=None)
-        summary = summarize(per_image)
         step = int(ckpt.get("epoch", 0) or 0)
         with SummaryWriter(run_dir) as writer:  # the folder is writable (checked above): no writer-thread errors
             pictures = save_pictures(model, loader, run_dir, args.split, writer, step)
-            result = {"checkpoint": str(ckpt_path), "epoch": ckpt.get("epoch"), "split": args.split,
-                      "data_dir": str(data_dir), "seed": args.seed, "device": str(device), **summary,
-                      "per_image_iw_bpd": per_image_iw_bpd(per_image), "pictures": pictures,
-                      "wall_time_s": time.time() - start}
+            result = evaluation_record(per_image, checkpoint=str(ckpt_path), epoch=ckpt.get("epoch"),
+                                       split=args.split, data_dir=str(data_dir), seed=args.seed, device=str(device),
+                                       pictures=pictures, wall_time_s=time.time() - start)
             run_folder.write_eval(run_dir, args.split, result)
             for name in ("bpd", "iw_bpd", "active_units"):
-                writer.add_scalar(f"eval_{args.split}/{name}", summary[name], step)
+                writer.add_scalar(f"eval_{args.split}/{name}", result[name], step)
     except (KeyboardInterrupt, Terminated) as stop:
         name, status = signal_name_and_status(stop)
         written = run_folder.eval_path(run_dir, args.split)
         raise Interrupted(f"stopped by {name}; {written.name} was not (re)written", status) from None
 
-    print(f"{args.split}: {summary['num_images']} images | ELBO {summary['bpd']:.4f} +- {summary['bpd_se'] or 0:.4f} "
-          f"bpd ({summary['nelbo_nats']:.2f} nats) | IW K={args.iw_samples} {summary['iw_bpd']:.4f} +- "
-          f"{summary['iw_bpd_se'] or 0:.4f} bpd ({summary['iw_nats']:.2f} nats) | gap {summary['gap_bpd']:.4f} bpd | "
-          f"active units {summary['active_units']}/{summary['latents']['z_dim']} | {result['wall_time_s']:.0f} s")
+    print(f"{args.split}: {result['num_images']} images | ELBO {result['bpd']:.4f} +- {result['bpd_se'] or 0:.4f} "
+          f"bpd ({result['nelbo_nats']:.2f} nats) | IW K={args.iw_samples} {result['iw_bpd']:.4f} +- "
+          f"{result['iw_bpd_se'] or 0:.4f} bpd ({result['iw_nats']:.2f} nats) | gap {result['gap_bpd']:.4f} bpd | "
+          f"active units {result['active_units']}/{result['latents']['z_dim']} | {result['wall_time_s']:.0f} s")
     print(f"wrote {run_folder.eval_path(run_dir, args.split)}")
     return result
 

@@ -22,7 +22,7 @@ import run_folder
 from checkpoints import checkpoint_state, load_checkpoint, remove_stale_tmp, save_checkpoint, save_image, set_rng_states
 from cli_common import Interrupted, Terminated, UserError, resolve_device, run_cli, signal_name_and_status
 from config import args_to_dict, parse_train_args
-from estimates import evaluate_loader, summarize
+from estimates import evaluate_loader, evaluation_record
 from fmnist import fmnist
 from loops import NonFiniteLossError, build_model, sample_and_save, test_vae, train_vae
 from model import VAE  # noqa: F401  (the assignment's API: train_torch.VAE)
@@ -176,6 +176,12 @@ def main(args):
             tqdm.write(f"epoch {epoch:3d}/{args.epochs} | train bpd {train_stats['bpd']:.4f} | "
                        f"val bpd {val_stats['bpd']:.4f} | {seconds:.1f} s")
         metrics = test_phase(args, model, test_loader, ckpt_dir, writer, best_epoch, device)
+        history = run_folder.read_history(run_dir)
+        metrics.update(best_epoch=best_epoch, best_val_bpd=best_val_bpd if best_epoch > 0 else None,
+                       epochs=args.epochs, seconds_per_epoch=sum(r["seconds"] for r in history) / len(history)
+                       if history else None, wall_time_s=elapsed + time.time() - session_start, device=str(device))
+        run_folder.write_metrics(run_dir, metrics)
+        log_hparams(writer, args, choice, metrics)
     except NonFiniteLossError as error:
         kept = (f"{ckpt_dir} holds the last finite epoch ({last_saved})" if last_saved else
                 "no epoch finished, so no checkpoint was written")
@@ -187,16 +193,25 @@ def main(args):
     finally:
         writer.close()
 
-    history = run_folder.read_history(run_dir)
-    metrics.update(best_epoch=best_epoch, best_val_bpd=best_val_bpd if best_epoch > 0 else None,
-                   epochs=args.epochs, seconds_per_epoch=sum(r["seconds"] for r in history) / len(history)
-                   if history else None, wall_time_s=elapsed + time.time() - session_start, device=str(device))
-    run_folder.write_metrics(run_dir, metrics)
     iw_text = f" | importance-weighted (K={args.final_iw_samples}) {metrics['test_iw_bpd']:.4f}" \
         if "test_iw_bpd" in metrics else ""
     print(f"test bpd {metrics['test_bpd']:.4f}{iw_text} (best epoch {best_epoch}) | wall time "
           f"{metrics['wall_time_s']:.0f} s | {run_dir}")
     return metrics
+
+
+HPARAMS = ("objective", "train_samples", "flow", "flow_length", "z_dim", "num_filters", "lr", "batch_size", "epochs",
+           "seed")
+HPARAM_METRICS = ("test_bpd", "test_iw_bpd", "best_val_bpd", "test_kl_nats", "test_active_units", "seconds_per_epoch")
+
+
+def log_hparams(writer, args, choice, metrics):
+    """The run's hyperparameters and final metrics for TensorBoard's HParams tab (written by add_hparams
+    into the subfolder hparams/ of the run), so a sweep compares there."""
+    hparams = {name: getattr(args, name) for name in HPARAMS}
+    hparams.update(precision=choice["precision"], compile=choice["compile"])
+    writer.add_hparams(hparams, {f"hparams/{k}": metrics[k] for k in HPARAM_METRICS if metrics.get(k) is not None},
+                       run_name="hparams")
 
 
 def test_phase(args, model, test_loader, ckpt_dir, writer, best_epoch, device):
@@ -206,10 +221,15 @@ def test_phase(args, model, test_loader, ckpt_dir, writer, best_epoch, device):
         model.load_state_dict(load_checkpoint(ckpt_dir / "best.pt", map_location=device)["model"])
     metrics = {f"test_{name}": value for name, value in test_vae(model, test_loader).items()}
     if args.final_iw_samples:
-        summary = summarize(evaluate_loader(model, test_loader, args.final_iw_samples, seed=args.seed,
-                                            progress=args.progress_bar))
-        metrics.update(test_iw_bpd=summary["iw_bpd"], test_iw_bpd_se=summary["iw_bpd_se"],
-                       test_active_units=summary["active_units"], iw_samples=args.final_iw_samples)
+        start = time.time()
+        per_image = evaluate_loader(model, test_loader, args.final_iw_samples, seed=args.seed,
+                                    progress=args.progress_bar)
+        record = evaluation_record(per_image, checkpoint=str(ckpt_dir / "best.pt"), epoch=best_epoch, split="test",
+                                   data_dir=str(args.data_dir), seed=args.seed, device=str(device),
+                                   wall_time_s=time.time() - start)
+        run_folder.write_eval(ckpt_dir.parent, "test", record)
+        metrics.update(test_iw_bpd=record["iw_bpd"], test_iw_bpd_se=record["iw_bpd_se"],
+                       test_active_units=record["active_units"], iw_samples=args.final_iw_samples)
     for name, value in metrics.items():
         if name.startswith("test_"):
             writer.add_scalar(name.replace("test_", "test/", 1), value, best_epoch)

@@ -1,12 +1,20 @@
 """Objectives (ELBO, IWAE) and posteriors (planar, radial flows) in the model, against values computed
 independently: the assignment's loss bit for bit, hand-assembled single-sample bounds, the closed-form
 KL, and log p(x) by quadrature for a z_dim = 1 model."""
+import json
 import math
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from conftest import make_images
+import train_torch
+from checkpoints import load_checkpoint
+from conftest import PART1, REPO_ROOT, error_line, make_images, only_run_dir, run_script
+from evaluate import load_model
 from fmnist import quantize
 from model import VAE, iw_log_likelihood, log_weights, objective
 from utils import KLD, log_normal_from_eps, log_px_given_z, log_standard_normal
@@ -152,3 +160,89 @@ def test_iw_bound_grows_with_k_and_stays_below_quadrature(trained_z1, flow):
         (m1, s1), (m2, s2) = estimates[small], estimates[large]
         assert (m1 - m2).mean() < 4 * torch.sqrt((s1 ** 2 + s2 ** 2).mean() / len(imgs))
     assert (log_px[flow] - estimates[50][0]).mean() < (log_px[flow] - estimates[1][0]).mean()
+
+
+# ---- end to end: every family through the CLI --------------------------------------------------------
+
+FAMILIES = {"elbo-k2": ["--train_samples", "2"], "iwae-k3": ["--objective", "iwae", "--train_samples", "3"],
+            "planar": ["--flow", "planar", "--flow_length", "2"], "radial": ["--flow", "radial", "--flow_length", "2"],
+            "iwae-planar": ["--objective", "iwae", "--train_samples", "3", "--flow", "planar", "--flow_length", "2"]}
+SMALL = ["--epochs", "2", "--batch_size", "64", "--num_filters", "4", "--z_dim", "2", "--sample_epochs", "0",
+         "--final_iw_samples", "4", "--device", "cpu", "--no-progress_bar"]
+
+
+@pytest.fixture(scope="module")
+def family_runs(tiny_data, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("families")
+    runs = {}
+    for name, flags in FAMILIES.items():
+        train_torch.main(train_torch.parse_args(["--data_dir", str(tiny_data), "--log_dir", str(logs / name),
+                                                 *SMALL, *flags]))
+        runs[name] = only_run_dir(logs / name)
+    return runs
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_each_family_writes_every_output(family_runs, name):
+    run_dir = family_runs[name]
+    files = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
+    assert {"args.json", "history.jsonl", "metrics.json", "eval_test.json", "vae_manifold.png",
+            "samples_epoch_000.png", "samples_epoch_002.png", "checkpoints/best.pt", "checkpoints/last.pt"} <= files
+    args = json.loads((run_dir / "args.json").read_text())
+    flags = dict(zip(FAMILIES[name][::2], FAMILIES[name][1::2]))
+    assert args["objective"] == flags.get("--objective", "elbo")
+    assert args["train_samples"] == int(flags.get("--train_samples", 1))
+    assert (args["flow"], args["flow_length"]) == (flags.get("--flow", "none"), int(flags.get("--flow_length", 0)))
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["args"]["flow"] == args["flow"]
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    for h in history:  # the training objective and the ELBO terms, on the same scale
+        assert h["train_bpd"] == pytest.approx((h["train_rec_nats"] + h["train_kl_nats"]) / 784 / math.log(2))
+        if args["objective"] == "iwae":
+            assert h["train_objective_bpd"] < h["train_bpd"] + 0.05  # the tighter bound, up to noise
+        assert 0 < h["train_objective_bpd"] < 8
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    record = json.loads((run_dir / "eval_test.json").read_text())
+    assert metrics["test_iw_bpd"] == record["iw_bpd"] and len(record["per_image_iw_bpd"]) == 60
+
+
+def test_evaluate_rebuilds_the_flow_from_the_checkpoint(family_runs):
+    model, ckpt = load_model(family_runs["iwae-planar"] / "checkpoints" / "best.pt", torch.device("cpu"))
+    assert (model.flow, model.flow_length) == ("planar", 2) and hasattr(model, "flow_head")
+
+
+def test_a_checkpoint_of_one_family_is_refused_by_another(family_runs, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_torch.cli(["--resume", str(family_runs["planar"]), "--flow", "radial"])
+    assert info.value.code == 2
+    line = error_line(capsys)
+    assert "flow=planar" in line and "flow=radial" in line
+    with pytest.raises(SystemExit) as info:
+        train_torch.cli(["--resume", str(family_runs["iwae-k3"]), "--objective", "elbo"])
+    assert info.value.code == 2 and "--objective elbo differs from the resumed run's iwae" in error_line(capsys)
+
+
+@pytest.mark.slow
+def test_kill_then_resume_of_iwae_planar_equals_uninterrupted(tiny_data, tmp_path):
+    flags = ["--data_dir", str(tiny_data), *SMALL, "--epochs", "3", "--batch_size", "16",
+             *FAMILIES["iwae-planar"]]
+    # Both runs in fresh processes with the same environment (thread count included): bitwise comparable.
+    assert run_script(["part1/train_torch.py", *flags, "--log_dir", tmp_path / "ref"]).returncode == 0
+    reference = json.loads((only_run_dir(tmp_path / "ref") / "metrics.json").read_text())
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    process = subprocess.Popen([sys.executable, str(PART1 / "train_torch.py"), *flags, "--log_dir",
+                                str(tmp_path / "cut")], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "cut").glob("*/checkpoints/last.pt")) and time.time() < deadline:
+        time.sleep(0.005)
+    process.kill()
+    process.wait()
+    run_dir = only_run_dir(tmp_path / "cut")
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] < 3  # really cut short
+    result = run_script(["part1/train_torch.py", "--resume", run_dir, "--no-progress_bar"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    strip = lambda d: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
+                       for line in (d / "history.jsonl").read_text().splitlines()]
+    assert strip(run_dir) == strip(only_run_dir(tmp_path / "ref"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_bpd"] == reference["test_bpd"] and metrics["test_iw_bpd"] == reference["test_iw_bpd"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import run_folder
 import train_torch
 from checkpoints import CheckpointError, load_checkpoint
 from conftest import PART1, REPO_ROOT, error_line, make_images, run_dirs, write_idx
@@ -100,6 +101,7 @@ def assert_same_as_uninterrupted(run_dir, reference):
                                                                           history_without_time(reference)])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(slow_data, uninterrupted, tmp_path):
     process = start_training(slow_data, tmp_path)
     run_dir = wait_for_first_epoch(process, tmp_path)
@@ -112,6 +114,7 @@ def test_sigkill_then_resume_equals_uninterrupted(slow_data, uninterrupted, tmp_
     assert_same_as_uninterrupted(run_dir, uninterrupted)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleanly(signum, status, slow_data, uninterrupted, tmp_path):
     """Both signals stop cleanly; the SIGINT run is also resumed (SIGKILL's test resumes too)."""
@@ -283,3 +286,34 @@ def test_resuming_a_finished_run_changes_nothing(finished_run, capsys):
     assert metrics == json.loads((finished_run / "metrics.json").read_text())
     assert "already finished its 2 epochs" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")} == before
+
+
+# ---- flags a user typed are honoured, even when they equal the default ----------------------------------
+
+def test_resume_honours_a_typed_value_equal_to_the_default(finished_run):
+    """--epochs 80 (the default) on a 2-epoch run means 80, not "not given"."""
+    merged, state = run_folder.resumed_args(parse_args(["--resume", str(finished_run), "--epochs", "80"]))
+    assert state["epoch"] == 2 and merged["epochs"] == 80
+    merged, _ = run_folder.resumed_args(parse_args(["--resume", str(finished_run)]))
+    assert merged["epochs"] == 2  # not typed: the run's own value
+
+
+def test_resume_refuses_a_typed_default_that_contradicts_the_run(tiny_data, tmp_path, capsys):
+    main(parse_args(["--data_dir", str(tiny_data), "--log_dir", str(tmp_path), *SMALL, "--epochs", "1",
+                     "--lr", "5e-4"]))
+    assert run_cli(["--resume", run_dirs(tmp_path)[0], "--lr", "1e-3", "--epochs", "2"]) == 2
+    assert "--lr 0.001 differs from the resumed run's 0.0005" in error_line(capsys)
+
+
+def test_the_last_epoch_always_gets_a_sample_grid(finished_run):
+    """SMALL saves no scheduled grid (--sample_epochs with no value): the final model still gets one."""
+    assert sorted(p.name for p in finished_run.glob("samples_epoch_*.png")) == ["samples_epoch_002.png"]
+
+
+def test_resume_rewrites_args_json_with_the_new_settings(tiny_data, tmp_path):
+    main(parse_args(["--data_dir", str(tiny_data), "--log_dir", str(tmp_path), *SMALL, "--epochs", "1"]))
+    run_dir = run_dirs(tmp_path)[0]
+    main(parse_args(["--resume", str(run_dir), "--epochs", "2", "--no-progress_bar"]))
+    args = json.loads((run_dir / "args.json").read_text())
+    assert args["epochs"] == 2 and args["resume"] == str(run_dir)
+    assert len(history_without_time(run_dir)) == 2
