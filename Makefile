@@ -1,11 +1,11 @@
 # make train: create .venv, install requirements.txt, train with the defaults (ARGS adds flags)
-# make test:  the pytest suite, in the same .venv
+# make test:  the pytest suite, in the same .venv; make test-quick: without the slow end-to-end tests
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: train test clean-venv
+.PHONY: train test test-quick clean-venv
 
 $(VENV)/installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ train: $(VENV)/installed
 
 test: $(VENV)/installed
 	$(PY) -m pytest tests/
+
+test-quick: $(VENV)/installed
+	$(PY) -m pytest -m "not slow" tests/
 
 clean-venv:
 	rm -rf $(VENV)

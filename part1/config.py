@@ -83,7 +83,10 @@ def build_parser(prog="train_torch.py"):
 
 def parse_train_args(argv=None, prog="train_torch.py"):
     """The training namespace; `given` lists the flags typed on the command line (what a resume honours)."""
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.flow == "none" and args.flow_length > 0 and args.resume is None:
+        parser.error(f"--flow_length {args.flow_length} needs --flow planar or --flow radial")
     typed = build_parser(prog)
     for action in typed._actions:
         action.default = argparse.SUPPRESS

@@ -83,7 +83,7 @@ class VAE(nn.Module):
             bpd: (L_rec + L_reg) in bits per dimension.
         """
         mean, log_std, flow_params = self.encode(imgs)  # [B, D] each, [B, P] or None
-        # Sampling, KL and cross-entropy in fp32 even under bf16 autocast: only the convs run in bf16.
+        # Sampling, KL and cross-entropy in fp32 even under bf16 autocast: only the convs and linear layers run in bf16.
         mean, log_std = mean.float(), log_std.float()
         if flow_params is None:
             z = sample_reparameterize(mean, torch.exp(log_std))  # [B, D]

@@ -11,7 +11,7 @@ images, which is why the pairing matters.
 import math
 import re
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean, median, stdev
 
 import run_folder
 from cli_common import UserError
@@ -19,7 +19,8 @@ from cli_common import UserError
 BASELINE = "elbo-k1_none-l0"
 NAME = re.compile(r"(?P<config>(?P<objective>\w+)-k(?P<k>\d+)_(?P<flow>\w+)-l(?P<length>\d+))_s(?P<seed>\d+)")
 COLUMNS = (("test ELBO bpd", "test_bpd"), ("test IW bpd", "test_iw_bpd"), ("gap (bpd)", "gap"),
-           ("KL (nats)", "test_kl_nats"), ("active units", "test_active_units"), ("seconds / epoch", "seconds_per_epoch"))
+           ("KL (nats)", "test_kl_nats"), ("active units", "test_active_units"),
+           ("seconds / epoch (median)", "median_epoch_seconds"))
 
 
 def load_study(sweep_dir):
@@ -33,6 +34,8 @@ def load_study(sweep_dir):
         if match and run_folder.is_finished(run_dir):
             run = run_folder.load_run(run_dir)
             run["metrics"]["gap"] = run["metrics"]["test_bpd"] - run["metrics"].get("test_iw_bpd", math.nan)
+            # The median epoch time: robust to an epoch stalled by other load or a paused process.
+            run["metrics"]["median_epoch_seconds"] = median(h["seconds"] for h in run["history"])
             configs.setdefault(match["config"], {})[int(match["seed"])] = run
     if not configs:
         raise UserError(f"{sweep_dir} holds no finished run named like <objective>-k<K>_<flow>-l<L>_s<seed>")
@@ -93,7 +96,7 @@ def study_markdown(rows, iw_samples):
     """The study table and its notes (Markdown)."""
     header = ["configuration", "seeds"] + [name for name, _ in COLUMNS] + [
         f"Δ test IW bpd vs {describe(BASELINE)} (paired SE)"]
-    decimals = {"test_kl_nats": 2, "test_active_units": 1, "seconds_per_epoch": 2}
+    decimals = {"test_kl_nats": 2, "test_active_units": 1, "median_epoch_seconds": 2}
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         delta, se, _ = row["delta"]

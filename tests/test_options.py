@@ -32,7 +32,7 @@ def reference(tiny_data, tmp_path_factory):
     (["--channels_last", "--compile", "off"], 1e-4),   # a memory layout: the same maths up to float rounding
     (["--precision", "bf16", "--compile", "off"], 0.05),  # ~3 significant digits in the convs
     (["--eval_batch_size", "7", "--compile", "off"], 0.03),  # other batches draw other z noise for validation
-    (["--compile"], 1e-3),                              # fused kernels, fp32 (a bare --compile means on)
+    pytest.param(["--compile"], 1e-3, marks=pytest.mark.slow),  # fused kernels, fp32 (a bare --compile means on)
 ])
 def test_option_keeps_the_contract(flags, tolerance, reference, tiny_data, tmp_path):
     ref_metrics, ref_history, ref_files = reference

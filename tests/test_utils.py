@@ -92,7 +92,7 @@ def test_bpd_of_known_elbos():
 # ---- visualize_manifold -------------------------------------------------------------------------
 
 class RecordingDecoder(nn.Module):
-    """Remembers its input and returns fixed logits: all mass on level `level_of(z)` per image."""
+    """Remembers its input and returns the logits `logits_fn(z)` (the tests put all mass on one level per image)."""
 
     def __init__(self, logits_fn):
         super().__init__()
