@@ -28,8 +28,9 @@ def sweep(tmp_path):
         run = tmp_path / "sweep" / name
         run.mkdir(parents=True)
         (run / "args.json").write_text(json.dumps({"data_dir": str(tmp_path / "nodata"), "z_dim": 20}))
-        (run / "history.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": seconds, "val_bpd": bpd + 1 / e})
-                                                   + "\n" for e in (1, 2)))
+        history = [{"epoch": e, "seconds": s, "val_bpd": bpd + 1 / e} for e, s in ((1, seconds), (2, seconds),
+                                                                                    (3, 100.0))]  # one stalled epoch
+        (run / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         (run / "eval_test.json").write_text(json.dumps({"per_image_iw_bpd": per_image}))
         if not name.startswith("planar"):
             (run / "metrics.json").write_text(json.dumps({
@@ -49,6 +50,7 @@ def test_rows_by_hand(sweep):
     assert iwae["test_kl_nats"] == pytest.approx((42.0, math.sqrt(8)))
     assert iwae["test_active_units"] == pytest.approx((13.0, math.sqrt(2)))
     assert iwae["test_iw_bpd"] == pytest.approx((1.3, 0.0))
+    assert iwae["median_epoch_seconds"] == pytest.approx((6.2, math.sqrt(0.08)))  # medians 6.0, 6.4: the stall ignored
     # Paired: seed 42 diffs -0.1, -0.1, 0 (mean -1/15, SE 0.1/sqrt(3)/sqrt(3)); seed 43 diffs -0.1, -0.3, -0.2
     # (mean -0.2, SE 0.1/sqrt(3)); Δ = mean of the two, SE = sqrt(SE42² + SE43²) / 2.
     se42, se43 = math.sqrt(1 / 300) / math.sqrt(3), 0.1 / math.sqrt(3)
