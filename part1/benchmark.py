@@ -8,7 +8,6 @@ project's default, its fastest option combination, and the training step alone (
 Every figure is images per second of training (forward + backward + Adam), after warm-up, over a
 fixed number of steps; each is measured --repeats times, interleaved, and the median is reported.
 """
-import argparse
 import itertools
 import json
 import os
@@ -28,8 +27,8 @@ import torchvision
 from torch.utils.data import DataLoader
 
 import hardware
-from checkpoints import write_json
-from cli_common import UserError, int_at_least, resolve_device, run_cli
+from checkpoints import check_writable, write_json
+from cli_common import ArgumentParser, UserError, int_at_least, resolve_device, run_cli
 from config import parse_train_args
 from fmnist import RAW_FILES, fmnist
 from loops import autocast, build_model, train_vae
@@ -156,21 +155,9 @@ def full_epoch(data_dir, device_name):
             "projected_80_epochs_minutes": 80 * history["seconds"] / 60}
 
 
-def check_out(path):
-    """Fail before measuring anything when the results file cannot be written."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise IsADirectoryError(21, "it is a folder")
-        with tempfile.NamedTemporaryFile(dir=path.parent):
-            pass
-    except OSError as error:
-        raise UserError(f"cannot write --out {path}: {error.strerror}; choose a writable path") from None
-
-
 def main(args):
     device = resolve_device(args.device)
-    check_out(args.out)
+    check_writable(args.out, "--out")  # before anything is measured, so no result is lost
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
@@ -255,6 +242,7 @@ def main(args):
         fe = result["full_epoch"]
         print(f"one epoch of train_torch.py: {fe['epoch_seconds']:.1f} s, peak RSS {fe['peak_rss_bytes'] / 2**20:.0f} MiB,"
               f" 80 epochs projected {fe['projected_80_epochs_minutes']:.1f} min")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)
     print(f"written to {args.out}")
     return result
@@ -280,8 +268,7 @@ def family_throughput(default, data_dir, device, args):
 
 
 def parse_benchmark_args(argv=None):
-    parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to measure")
     parser.add_argument("--data_dir", type=Path, default=None,
                         help="folder holding FashionMNIST/raw/ (default: synthetic data of --num_images)")

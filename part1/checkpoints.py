@@ -66,6 +66,18 @@ def save_checkpoint(path, state):
     _atomic_write(path, lambda f: torch.save(state, f))
 
 
+def check_writable(path, flag=""):
+    """A one-line UserError unless `path` (a file to be written later) can be created: its nearest existing
+    ancestor must be a folder we can create files in. Creates nothing, so a refused run leaves no trace."""
+    path = Path(path)
+    what = f"{flag} {path}" if flag else str(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {what}: it is a folder; give a file path")
+    parent = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {what}: {parent} is not a writable folder; choose another path")
+
+
 def remove_stale_tmp(folder):
     """Delete *.tmp files a killed process left behind (the targets themselves are intact)."""
     for tmp in Path(folder).glob("*.tmp"):

@@ -41,6 +41,19 @@ def signal_name_and_status(stop):
     return ("SIGINT", EXIT_SIGINT) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", EXIT_SIGTERM)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line on stderr (exit status 2) instead of the usage block: the
+    README's promise for every bad input. --help still prints the whole usage."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def int_at_least(minimum, maximum=None):
     """argparse type: an integer in [minimum, maximum]."""
     def parse(text):

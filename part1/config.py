@@ -4,7 +4,7 @@
 import argparse
 from pathlib import Path
 
-from cli_common import int_at_least, positive_float, seed_type
+from cli_common import ArgumentParser, int_at_least, positive_float, seed_type
 from model import FLOW_KINDS, OBJECTIVES
 
 PART1_DIR = Path(__file__).resolve().parent
@@ -14,8 +14,7 @@ NOT_SAVED = ("given",)  # bookkeeping of the namespace, not a setting of the run
 
 
 def build_parser(prog="train_torch.py"):
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=DESCRIPTION)
     model = parser.add_argument_group("model")
     model.add_argument("--z_dim", type=int_at_least(1), default=20, help="dimensionality of the latent space")
     model.add_argument("--num_filters", type=int_at_least(1), default=32,

@@ -9,7 +9,6 @@ al. (2016), which is at least as tight and tends to log p(x) as K grows. Results
 in the run folder, pictures to reconstructions_<split>.png and interpolations_<split>.png there, and
 everything to the run's TensorBoard.
 """
-import argparse
 import os
 import time
 from pathlib import Path
@@ -20,8 +19,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 import run_folder
 from checkpoints import CheckpointError, load_checkpoint, save_image
-from cli_common import Interrupted, Terminated, UserError, int_at_least, resolve_device, run_cli, seed_type
-from cli_common import signal_name_and_status
+from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, int_at_least, resolve_device, run_cli,
+                        seed_type, signal_name_and_status)
 from estimates import evaluate_loader, evaluation_record
 from fmnist import fmnist
 from model import VAE, eval_mode
@@ -167,8 +166,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
                         help="a run folder (its checkpoints/best.pt is used) or a checkpoint .pt file")
     parser.add_argument("--data_dir", type=Path, default=None,

@@ -157,6 +157,8 @@ def resumed_args(args):
 
 def resume_hint(run_dir, epoch):
     """One line on what an interrupted run kept and a command that continues it from the current folder."""
+    if run_dir is None:
+        return "no run folder was created; nothing was written"
     if not epoch:
         return f"no epoch finished, nothing to resume; {run_dir} can be deleted"
     script = TRAIN_SCRIPT

@@ -118,31 +118,34 @@ def main(args):
     model, optimizer, loss_fn = build_model(args, device, choice)
 
     # Run folder: a fresh one, or the resumed one with everything after its last checkpoint discarded.
-    if state is None:
-        run_dir = run_folder.make_run_dir(args.log_dir, args.z_dim, args.run_name)
-        start_epoch, best_val_bpd, best_epoch, elapsed = 1, math.inf, 0, 0.0
-    else:
-        run_dir = Path(args.resume).resolve()
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_states(state["rng"], data_order)
-        start_epoch, best_epoch = state["epoch"] + 1, state["best_epoch"]
-        best_val_bpd, elapsed = state["best_val_bpd"], state["wall_time_s"]
-        remove_stale_tmp(run_dir / "checkpoints")
-        run_folder.truncate_history(run_dir, start_epoch)
-    args_dict = {**args_to_dict(args), "auto_choices": choice}
-    run_folder.write_args(run_dir, args_dict)
-    ckpt_dir = run_dir / "checkpoints"
-    # purge_step hides TensorBoard points an interrupted session logged after its last checkpoint.
-    writer = SummaryWriter(run_dir, purge_step=start_epoch if state else None)
-    where = ("" if state is None else f"  |  resuming at epoch {start_epoch}" if start_epoch <= args.epochs
-             else f"  |  all {args.epochs} epochs trained: testing")
-    print(f"{hardware.summary_line(choice)}  |  device: {device}  |  run folder: {run_dir}  |  train/val/test "
-          f"images: {len(train_loader.dataset)}/{len(val_loader.dataset)}/{len(test_loader.dataset)}{where}",
-          flush=True)
-
+    # From here on an interrupt says what was kept (the run folder exists as soon as it is made).
+    run_dir, writer = None, None
+    start_epoch = 1 if state is None else state["epoch"] + 1
     epoch, last_saved = start_epoch, start_epoch - 1
     try:
+        if state is None:
+            run_dir = run_folder.make_run_dir(args.log_dir, args.z_dim, args.run_name)
+            best_val_bpd, best_epoch, elapsed = math.inf, 0, 0.0
+        else:
+            run_dir = Path(args.resume).resolve()
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            set_rng_states(state["rng"], data_order)
+            best_epoch = state["best_epoch"]
+            best_val_bpd, elapsed = state["best_val_bpd"], state["wall_time_s"]
+            remove_stale_tmp(run_dir / "checkpoints")
+            run_folder.truncate_history(run_dir, start_epoch)
+        args_dict = {**args_to_dict(args), "auto_choices": choice}
+        run_folder.write_args(run_dir, args_dict)
+        ckpt_dir = run_dir / "checkpoints"
+        # purge_step hides TensorBoard points an interrupted session logged after its last checkpoint.
+        writer = SummaryWriter(run_dir, purge_step=start_epoch if state else None)
+        where = ("" if state is None else f"  |  resuming at epoch {start_epoch}" if start_epoch <= args.epochs
+                 else f"  |  all {args.epochs} epochs trained: testing")
+        print(f"{hardware.summary_line(choice)}  |  device: {device}  |  run folder: {run_dir}  |  train/val/test "
+              f"images: {len(train_loader.dataset)}/{len(val_loader.dataset)}/{len(test_loader.dataset)}{where}",
+              flush=True)
+
         if start_epoch == 1 and 0 in args.sample_epochs:
             sample_and_save(model, 0, writer)
         for epoch in tqdm(range(start_epoch, args.epochs + 1), desc="epochs", initial=start_epoch - 1,
@@ -191,7 +194,8 @@ def main(args):
         name, status = signal_name_and_status(stop)
         raise Interrupted(f"stopped by {name}: {run_folder.resume_hint(run_dir, last_saved)}", status) from None
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
     iw_text = f" | importance-weighted (K={args.final_iw_samples}) {metrics['test_iw_bpd']:.4f}" \
         if "test_iw_bpd" in metrics else ""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PART1 = REPO_ROOT / "part1"
@@ -51,6 +52,16 @@ def make_images(num, seed):
         images[i] = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (2 + label / 3) ** 2))
     images += rng.normal(0, 12, size=images.shape)
     return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many small tensor ops: one intra-op thread is faster, and much faster on a busy machine (idle OpenMP
+    threads spin); restored for the other test modules. Use with pytestmark = usefixtures("one_thread")."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

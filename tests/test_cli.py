@@ -16,6 +16,9 @@ def read_history(run_dir):
     return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
 
 
+pytestmark = pytest.mark.slow  # every test here runs train_torch.py in fresh interpreters
+
+
 @pytest.fixture(scope="module")
 def two_runs(tiny_data, tmp_path_factory):
     """The same 2-epoch z_dim=2 run twice: from the repo root, and from part1/."""

@@ -77,6 +77,7 @@ def test_missing_files_raise_one_line_error(tmp_path):
     assert all(name in message for name in RAW_FILES)
 
 
+@pytest.mark.slow
 def test_cli_missing_data_exits_2_without_traceback(tmp_path):
     result = run_script(["part1/train_torch.py", "--data_dir", tmp_path / "nothing", "--log_dir", tmp_path / "logs",
                          "--epochs", "1"])

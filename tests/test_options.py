@@ -30,7 +30,7 @@ def reference(tiny_data, tmp_path_factory):
 
 @pytest.mark.parametrize("flags, tolerance", [
     (["--channels_last", "--compile", "off"], 1e-4),   # a memory layout: the same maths up to float rounding
-    (["--precision", "bf16", "--compile", "off"], 0.05),  # ~3 significant digits in the convs
+    pytest.param(["--precision", "bf16", "--compile", "off"], 0.05, marks=pytest.mark.slow),  # ~3 digits; slow on AVX2
     (["--eval_batch_size", "7", "--compile", "off"], 0.03),  # other batches draw other z noise for validation
     pytest.param(["--compile"], 1e-3, marks=pytest.mark.slow),  # fused kernels, fp32 (a bare --compile means on)
 ])
@@ -68,17 +68,3 @@ def test_benchmark_runs_and_writes_json(tmp_path):
                                                       "radial L=10"}
     assert all(v > 0 for v in bench["family_images_per_second"].values())
     assert "baseline" in result.stdout and "ratios: default/baseline" in result.stdout
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--steps", "0"], "argument --steps: must be at least 1"),
-    (["--device", "cuda"], "PyTorch sees no CUDA device"),
-    (["--out", "/proc/no/such/folder/bench.json"], "cannot write --out"),
-])
-def test_benchmark_bad_input_fails_first(argv, message, tmp_path):
-    if "cuda" in argv and torch.cuda.is_available():
-        pytest.skip("a CUDA device is present")
-    result = run_script([PART1 / "benchmark.py", "--num_images", "100", *argv])
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and message in lines[-1], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and "probe" not in result.stdout  # refused before measuring

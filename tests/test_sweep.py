@@ -1,0 +1,182 @@
+"""sweep.py: grid points and names, a local sweep end to end (a rerun skips everything), a sweep killed by SIGTERM
+and rerun equals an uninterrupted one, the SLURM job array script, bad input."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+
+import pytest
+
+from conftest import PART1, REPO_ROOT, error_line, run_script
+from run_folder import is_finished, read_history, read_metrics
+from sweep import cli, grid_points, parse_args, point_name, resume_flags
+from config import parse_train_args
+
+# 3 epochs of 17 batches: the kill test stops the second run inside its second or third epoch.
+TRAIN = ["--epochs", "3", "--batch_size", "16", "--num_filters", "4", "--z_dim", "2", "--sample_epochs",
+         "--final_iw_samples", "2", "--device", "cpu", "--no-progress_bar"]
+GRID4 = ["--objectives", "elbo", "iwae", "--train_samples", "2", "--flows", "none", "planar", "--flow_lengths", "2"]
+NAMES4 = ["elbo-k2_none-l0_s42", "elbo-k2_planar-l2_s42", "iwae-k2_none-l0_s42", "iwae-k2_planar-l2_s42"]
+GRID2 = ["--objectives", "elbo", "iwae", "--train_samples", "2"]  # 2 of GRID4's points (flow none)
+NAMES2 = ["elbo-k2_none-l0_s42", "iwae-k2_none-l0_s42"]
+
+
+def sweep_command(sweep_dir, grid, data_dir):
+    return [PART1 / "sweep.py", sweep_dir, *grid, "--", "--data_dir", data_dir, *TRAIN]
+
+
+def mtimes(folder):
+    return {p.relative_to(folder): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def history_without_time(run_dir):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in read_history(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def full_sweep(tiny_data, tmp_path_factory):
+    """The 4-point sweep, run once; its first folder was left by a run killed before its first checkpoint."""
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "grid"
+    (sweep_dir / NAMES4[0] / "checkpoints").mkdir(parents=True)
+    (sweep_dir / NAMES4[0] / "args.json").write_text("{}")
+    result = run_script(sweep_command(sweep_dir, GRID4, tiny_data), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir, result
+
+
+def test_grid_points_and_names():
+    args = Namespace(objectives=["elbo", "iwae"], train_samples=[1, 5], flows=["none", "planar"],
+                     flow_lengths=[2, 10], seeds=[42])
+    names = [point_name(p) for p in grid_points(args)]
+    per_objective = ["k1_none-l0_s42", "k1_planar-l2_s42", "k1_planar-l10_s42",
+                     "k5_none-l0_s42", "k5_planar-l2_s42", "k5_planar-l10_s42"]
+    assert names == [f"{o}-{rest}" for o in ("elbo", "iwae") for rest in per_objective]
+    assert grid_points(args)[1] == {"objective": "elbo", "train_samples": 1, "flow": "planar", "flow_length": 2,
+                                    "seed": 42}
+    # Defaults: one point; repeated values and flow none's lengths collapse.
+    assert [point_name(p) for p in grid_points(parse_args(["d"]))] == ["elbo-k1_none-l0_s42"]
+    args = parse_args(["d", "--flows", "none", "radial", "--flow_lengths", "3", "4", "3", "--seeds", "7", "7", "0"])
+    assert [point_name(p) for p in grid_points(args)] == [
+        "elbo-k1_none-l0_s7", "elbo-k1_none-l0_s0", "elbo-k1_radial-l3_s7", "elbo-k1_radial-l3_s0",
+        "elbo-k1_radial-l4_s7", "elbo-k1_radial-l4_s0"]
+    assert args.passthrough == [] and parse_args(["d", "--", "--epochs", "3"]).passthrough == ["--epochs", "3"]
+    # A resume gets only the passthrough flags a resume may change.
+    train = parse_train_args(["--data_dir", "x", "--lr", "0.01", "--epochs", "9", "--no-progress_bar",
+                              "--num_filters", "4", "--sample_epochs", "1", "2"])
+    assert resume_flags(train) == ["--epochs", "9", "--no-progress_bar", "--data_dir", "x", "--sample_epochs", "1", "2"]
+
+
+@pytest.mark.slow
+def test_local_sweep_and_rerun(full_sweep, tiny_data, capfd):
+    sweep_dir, result = full_sweep
+    lines = result.stdout.splitlines()
+    assert f"[1/4] {NAMES4[0]}: start (removed its folder: no checkpoint)" in lines
+    assert [f"[{i + 1}/4] {name}: start" in result.stdout for i, name in enumerate(NAMES4)] == [True] * 4
+    assert "sweep: 4 point(s) finished (4 started, 0 resumed, 0 skipped as finished)" in lines[-1]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == NAMES4
+    for name, point in zip(NAMES4, grid_points(parse_args(["d", *GRID4]))):
+        assert is_finished(sweep_dir / name) and len(read_history(sweep_dir / name)) == 3
+        args = json.loads((sweep_dir / name / "args.json").read_text())
+        assert {key: args[key] for key in point} == point
+        assert (args["epochs"], args["num_filters"], args["z_dim"]) == (3, 4, 2)
+    summary = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [(p["index"], p["name"], p["status"]) for p in summary["points"]] == \
+           [(i, name, "finished") for i, name in enumerate(NAMES4)]
+    assert summary["grid"] == {"objectives": ["elbo", "iwae"], "train_samples": [2], "flows": ["none", "planar"],
+                               "flow_lengths": [2], "seeds": [42]}
+    assert summary["passthrough"] == ["--data_dir", str(tiny_data), *TRAIN]
+
+    before = mtimes(sweep_dir)
+    capfd.readouterr()
+    cli(sweep_command(sweep_dir, GRID4, tiny_data)[1:])  # the same command again (in this process: it only skips)
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[:-1] == [f"[{i + 1}/4] {name}: skip (finished)" for i, name in enumerate(NAMES4)]
+    assert "sweep: 4 point(s) finished (0 started, 0 resumed, 4 skipped as finished)" in lines[-1]
+    cli([sweep_dir, "--only", "2", *sweep_command(sweep_dir, GRID4, tiny_data)[2:]])  # what SLURM task 2 runs
+    assert capfd.readouterr().out.splitlines()[0] == f"[3/4] {NAMES4[2]}: skip (finished)"
+    assert mtimes(sweep_dir) == before
+
+
+@pytest.mark.slow
+def test_killed_sweep_reruns_to_the_uninterrupted_result(full_sweep, tiny_data, tmp_path, capfd):
+    sweep_dir = tmp_path / "killed"
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    process = subprocess.Popen([sys.executable, *map(str, sweep_command(sweep_dir, GRID2, tiny_data))], cwd=REPO_ROOT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = sweep_dir / NAMES2[1] / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not second.is_file():  # poll: the signal lands within an interval of epoch 1's checkpoint
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, "the second run never checkpointed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-3000:]
+    assert err.splitlines()[-1] == f"sweep.py: stopped by SIGTERM during {NAMES2[1]}; rerun the same command to " \
+                                   "resume it"
+    assert is_finished(sweep_dir / NAMES2[0]) and not is_finished(sweep_dir / NAMES2[1])  # really cut short
+    assert json.loads((sweep_dir / "sweep.json").read_text())["points"][1]["status"] == "interrupted"
+
+    capfd.readouterr()
+    cli(sweep_command(sweep_dir, GRID2, tiny_data)[1:])  # the rerun: the sweep in this process, its run a child
+    out = capfd.readouterr().out
+    assert f"[1/2] {NAMES2[0]}: skip (finished)" in out and f"[2/2] {NAMES2[1]}: resume" in out
+    uninterrupted = full_sweep[0]
+    for name in NAMES2:
+        assert history_without_time(sweep_dir / name) == history_without_time(uninterrupted / name)
+        resumed, reference = read_metrics(sweep_dir / name), read_metrics(uninterrupted / name)
+        assert resumed["test_bpd"] == reference["test_bpd"] and resumed["test_iw_bpd"] == reference["test_iw_bpd"]
+
+
+def slurm_script(sweep_dir, *flags):
+    cli([sweep_dir, *GRID4, "--slurm", *flags, "--", "--epochs", "5", "--data_dir", "my data"])
+    assert [p.name for p in sweep_dir.iterdir()] == ["sweep.sbatch"]  # nothing ran
+    return (sweep_dir / "sweep.sbatch").read_text()
+
+
+def test_slurm_script(tmp_path, capsys):
+    sweep_dir = tmp_path / "slurm"
+    text = slurm_script(sweep_dir, "--partition", "short", "--time", "00:30:00", "--gpus", "2", "--cpus_per_task",
+                        "3", "--job_name", "kgrid", "--activate", "module load py; source env/bin/activate")
+    assert capsys.readouterr().out.startswith(f"{sweep_dir / 'sweep.sbatch'}: 4 array tasks")
+    directives = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert directives == ["#SBATCH --array=0-3", "#SBATCH --job-name=kgrid", "#SBATCH --partition=short",
+                          "#SBATCH --time=00:30:00", "#SBATCH --gres=gpu:2", "#SBATCH --cpus-per-task=3",
+                          f"#SBATCH --output={sweep_dir}/slurm-%A_%a.out"]
+    lines = text.splitlines()
+    assert all(lines[lines.index(d) - 1].startswith("# ") for d in directives)  # each says what it is
+    assert "module load py; source env/bin/activate" in lines and f"cd {REPO_ROOT}" in lines
+    assert lines[-1] == 'eval "${COMMANDS[$SLURM_ARRAY_TASK_ID]}"'
+    subprocess.run(["bash", "-n", sweep_dir / "sweep.sbatch"], check=True)
+    # bash's own reading of the array: one complete command per point, each that point only.
+    array = "\n".join(lines[lines.index("COMMANDS=("):lines.index(")") + 1])
+    shown = subprocess.run(["bash", "-c", array + '\nprintf "%s\\0" "${COMMANDS[@]}"'], capture_output=True,
+                           text=True, check=True).stdout.split("\0")[:-1]
+    assert len(shown) == 4
+    for index, command in enumerate(shown):
+        assert shlex.split(command) == ["python", str(PART1 / "sweep.py"), str(sweep_dir), "--only", str(index),
+                                        "--objectives", "elbo", "iwae", "--train_samples", "2", "--flows", "none",
+                                        "planar", "--flow_lengths", "2", "--seeds", "42", "--", "--epochs", "5",
+                                        "--data_dir", "my data"]
+        assert grid_points(parse_args(shlex.split(command)[2:]))[index]["flow"] == ["none", "planar"][index % 2]
+    assert "--gres" not in slurm_script(tmp_path / "cpu", "--gpus", "0")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--", "--seed", "3"], "--seed after -- is set by the sweep"),
+    (["--", "--epochs", "-1"], "training flags after --: argument --epochs: must be at least 0, got -1"),
+    (["--", "--run_name", "x", "--log_dir", "y"], "--log_dir --run_name after -- is set by the sweep"),
+    (["--only", "4", "--", "--epochs", "1"], "--only 4: the grid has 4 points (0 .. 3)"),
+])
+def test_bad_input_is_one_line_before_any_run(flags, message, tmp_path, capsys):
+    sweep_dir = tmp_path / "bad"
+    with pytest.raises(SystemExit) as info:
+        cli([sweep_dir, *GRID4, *flags])
+    assert info.value.code == 2
+    line = error_line(capsys)
+    assert line.startswith("sweep.py: error: ") and message in line, line
+    assert not sweep_dir.exists()
