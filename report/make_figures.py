@@ -10,7 +10,6 @@ between the results markers of report.md, so no number in the report is typed by
 are read through run_folder.py (the one owner of their format); unfinished runs are refused before
 anything is written.
 """
-import argparse
 import io
 import shutil
 import sys
@@ -23,8 +22,8 @@ sys.path.insert(0, str(REPO_ROOT / "part1"))
 import plots  # noqa: E402
 import run_folder  # noqa: E402
 import study  # noqa: E402
-from checkpoints import write_bytes, write_text  # noqa: E402
-from cli_common import UserError, run_cli  # noqa: E402
+from checkpoints import check_writable, write_bytes, write_text  # noqa: E402
+from cli_common import ArgumentParser, UserError, run_cli  # noqa: E402
 from config import defaults  # noqa: E402
 from fmnist import DataError, check_idx  # noqa: E402
 
@@ -164,6 +163,8 @@ def save_figure(fig, path):
 
 
 def load_finished(run_dir):
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist")
     if not run_folder.is_finished(run_dir):
         raise UserError(f"{run_dir} has no metrics.json: the run is unfinished (resume it with part1/train_torch.py "
                         "--resume) or not a run folder; nothing was written")
@@ -205,6 +206,7 @@ def main(args):
     returns the written paths. Every input is checked before anything is written."""
     if args.run_dir is None and args.study is None:
         raise UserError("give a RUN_DIR, a --study SWEEP_DIR, or both")
+    check_writable(args.out_dir / "results.md")
     report = args.report.read_text() if args.report.is_file() else ""
     written = []
     if args.study is not None:
@@ -256,8 +258,7 @@ def make_results(args, report):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, nargs="?", default=None,
                         help="run folder of train_torch.py for the curves and samples (z_dim 20 in the report)")
     parser.add_argument("run_dir_z2", metavar="RUN_DIR_Z2", type=Path, nargs="?", default=None,
