@@ -19,8 +19,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 import run_folder
 from checkpoints import CheckpointError, load_checkpoint, save_image
-from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, int_at_least, resolve_device, run_cli,
-                        seed_type, signal_name_and_status)
+from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, first_line, int_at_least, resolve_device,
+                        run_cli, seed_type, signal_name_and_status)
 from estimates import evaluate_loader, evaluation_record
 from fmnist import fmnist
 from model import VAE, eval_mode
@@ -119,8 +119,8 @@ def load_model(path, device):
                     args.get("flow", "none"), int(args.get("flow_length", 0)))
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        first = (str(error).splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"checkpoint {path} does not match the VAE of train_torch.py: {first}") from None
+        raise CheckpointError(f"checkpoint {path} does not match the VAE of train_torch.py: "
+                              f"{first_line(error)}") from None
     return model.to(device).eval(), ckpt
 
 

@@ -156,21 +156,21 @@ def check_fits(num_filters, z_dim, flow, flow_length, device):
                         "lower --z_dim or --num_filters")
 
 
-def build_model(settings, device, precision_choice):
+def build_model(settings, device, choice):
     """The VAE, its Adam optimizer, and the training loss function (compiled when chosen).
 
     Args:
         settings: a namespace with num_filters, z_dim, lr, flow, flow_length, objective, train_samples.
-        precision_choice: the resolved speed choices, a dict with "compile" and "channels_last" (bools).
+        choice: the resolved speed choices (hardware.choose), a dict with "compile" and "channels_last" (bools).
     Returns:
         (model, optimizer, loss_fn); checkpoints and evaluation use `model`.
     """
     check_fits(settings.num_filters, settings.z_dim, settings.flow, settings.flow_length, device)
     model = VAE(settings.num_filters, settings.z_dim, settings.lr, settings.flow, settings.flow_length).to(device)
-    if precision_choice["channels_last"]:
+    if choice["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
 
     def loss_fn(imgs):
         return objective(model, imgs, settings.objective, settings.train_samples)
-    return model, optimizer, CompiledOrEager(loss_fn) if precision_choice["compile"] else loss_fn
+    return model, optimizer, CompiledOrEager(loss_fn) if choice["compile"] else loss_fn

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import run_folder
 from checkpoints import write_json, write_text
-from cli_common import EXIT_SIGINT, Interrupted, Terminated, UserError, int_at_least, run_cli, seed_type, \
+from cli_common import EXIT_SIGINT, ArgumentParser, Interrupted, Terminated, UserError, int_at_least, run_cli, seed_type, \
     signal_name_and_status
 from config import PART1_DIR, TRAIN_SCRIPT, parse_train_args
 from model import FLOW_KINDS, OBJECTIVES
@@ -41,7 +41,7 @@ class RunFailed(Interrupted):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, usage=USAGE, description=__doc__.split("\n")[0],
+    parser = ArgumentParser(prog=PROG, usage=USAGE, description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      epilog="flags after -- are train_torch.py's (python part1/train_torch.py -h)")
     parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR",
