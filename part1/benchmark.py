@@ -11,7 +11,6 @@ fixed number of steps; each is measured --repeats times, interleaved, and the me
 import itertools
 import json
 import os
-import platform
 import statistics
 import struct
 import subprocess
@@ -216,9 +215,7 @@ def main(args):
         result = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine(), "cpu_native_bf16": hardware.cpu_has_native_bf16(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": str(device), **hardware.machine(device), "cpu_native_bf16": hardware.cpu_has_native_bf16(),
             "data": args.data_dir and str(args.data_dir) or f"synthetic, {args.num_images} images",
             "batch_size": batch, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
             "baseline_workers": args.baseline_workers, "auto_choice": auto,

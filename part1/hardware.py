@@ -6,6 +6,7 @@ support, a real C++ compiler probe, triton) and on the constants below, each wit
 """
 import functools
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -66,6 +67,31 @@ def _flags_say_bf16(cpuinfo_text: str) -> bool:
         if key.strip() == "flags" and set(value.split()).intersection(_BF16_FLAGS):
             return True
     return False
+
+
+def machine(device: torch.device, cpuinfo_text: str | None = None) -> dict:
+    """What a run or benchmark ran on, for its files (timings mean nothing without it).
+
+    device_name: the CUDA device's name, else the CPU model (/proc/cpuinfo's first `model name`, or the given
+    text's; platform's names where there is none); cpus: logical CPUs this process may use (its affinity mask, so
+    a container's or taskset's limit shows); threads: torch's intra-op threads (OMP_NUM_THREADS or
+    torch.set_num_threads); torch and cuda: versions (cuda None for a CPU-only build).
+    """
+    if cpuinfo_text is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo_text = f.read()
+        except OSError:
+            cpuinfo_text = ""
+    cpu_model = next((value.strip() for key, _, value in (line.partition(":") for line in cpuinfo_text.splitlines())
+                      if key.strip() == "model name" and value.strip()), None)
+    if device.type == "cuda" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = cpu_model or platform.processor() or platform.machine() or "unknown"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"device_name": name, "cpus": cpus, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.version.cuda}
 
 
 def cuda_bf16(device: torch.device) -> bool:

@@ -182,7 +182,8 @@ def main(args):
         history = run_folder.read_history(run_dir)
         metrics.update(best_epoch=best_epoch, best_val_bpd=best_val_bpd if best_epoch > 0 else None,
                        epochs=args.epochs, seconds_per_epoch=sum(r["seconds"] for r in history) / len(history)
-                       if history else None, wall_time_s=elapsed + time.time() - session_start, device=str(device))
+                       if history else None, wall_time_s=elapsed + time.time() - session_start, device=str(device),
+                       machine=hardware.machine(device))
         run_folder.write_metrics(run_dir, metrics)
         log_hparams(writer, args, choice, metrics)
     except NonFiniteLossError as error:

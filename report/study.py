@@ -85,6 +85,22 @@ def describe(config):
     return text + ("" if m["flow"] == "none" else f", {m['flow']} flow L={m['length']}")
 
 
+def machines_text(configs):
+    """Where the runs ran, from each run's metrics.json `machine` (runs made before that field say so)."""
+    counts = {}
+    for runs in configs.values():
+        for run in runs.values():
+            m = run["metrics"].get("machine")
+            key = (f"{m['device_name']}, {m['cpus']} CPUs usable, {m['threads']} torch thread"
+                   f"{'s' if m['threads'] != 1 else ''}, torch {m['torch']}") if m else None
+            counts[key] = counts.get(key, 0) + 1
+    parts = [f"{key}: {n} run{'s' if n != 1 else ''}" for key, n in counts.items() if key is not None]
+    if None in counts:
+        n = counts[None]
+        parts.append(f"not recorded: {n} run{'s' if n != 1 else ''} (made before runs recorded their machine)")
+    return "; ".join(parts)
+
+
 def fmt_pm(pair, decimals):
     value, sd = pair
     if value is None:

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import hardware
 import train_torch
 from checkpoints import load_checkpoint
 from conftest import PART1, REPO_ROOT, error_line, make_images, only_run_dir, run_script
@@ -199,6 +200,11 @@ def test_each_family_writes_every_output(family_runs, name):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     record = json.loads((run_dir / "eval_test.json").read_text())
     assert metrics["test_iw_bpd"] == record["iw_bpd"] and len(record["per_image_iw_bpd"]) == 60
+    # The machine that ran it, as this process sees it (one_thread: the fixture's single torch thread).
+    assert metrics["machine"] == {"device_name": hardware.machine(torch.device("cpu"))["device_name"],
+                                  "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                  else os.cpu_count(), "threads": 1, "torch": torch.__version__,
+                                  "cuda": torch.version.cuda}
 
 
 def test_evaluate_rebuilds_the_flow_from_the_checkpoint(family_runs):

@@ -3,6 +3,7 @@
 Hardware queries are mocked (cpuinfo text, torch.cuda, the compiler probe, triton), so these run in well under a
 second on any machine; one test runs the real (cached) compiler probe.
 """
+import os
 import subprocess
 import sys
 import types
@@ -196,3 +197,20 @@ def test_real_compiler_probe_returns_bool_and_reason():
     assert isinstance(ok, bool) and isinstance(reason, str)
     assert (reason == "") is ok
     assert hardware.cxx_compiler_works() == (ok, reason)  # cached: same answer without a second build
+
+
+CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9999 64-Core Processor\nflags\t: avx2\n"
+
+
+def test_machine_names_the_cpu_threads_and_versions(one_thread):
+    m = hardware.machine(torch.device("cpu"), CPUINFO)
+    assert m["device_name"] == "AMD EPYC 9999 64-Core Processor"  # the first `model name`, stripped
+    assert m["threads"] == 1 and m["torch"] == torch.__version__ and m["cuda"] == torch.version.cuda
+    assert 1 <= m["cpus"] <= os.cpu_count()
+    # No model name (e.g. some ARM kernels): platform's name, never empty.
+    assert hardware.machine(torch.device("cpu"), "processor\t: 0\n")["device_name"]
+
+
+def test_machine_names_the_gpu(monkeypatch, fake_cuda):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert hardware.machine(torch.device("cuda"), CPUINFO)["device_name"] == "NVIDIA H100 80GB HBM3"

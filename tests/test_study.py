@@ -20,6 +20,7 @@ RUNS = {
     "iwae-k5_none-l0_s43": (1.8, 1.3, 44.0, 14, 6.4, [1.4, 1.2, 1.3]),
     "planar-k1_none-l0_s42": (9.9, 9.9, 9.9, 9, 9.9, [9.9, 9.9, 9.9]),  # no metrics.json: unfinished, left out
 }
+MACHINE = {"device_name": "Test CPU", "cpus": 2, "threads": 1, "torch": "2.15.0", "cuda": None}
 
 
 @pytest.fixture
@@ -35,7 +36,8 @@ def sweep(tmp_path):
         if not name.startswith("planar"):
             (run / "metrics.json").write_text(json.dumps({
                 "test_bpd": bpd, "test_iw_bpd": iw, "test_kl_nats": kl, "test_active_units": units,
-                "seconds_per_epoch": seconds, "iw_samples": 1000}))
+                "seconds_per_epoch": seconds, "iw_samples": 1000,
+                **({"machine": MACHINE} if name.endswith("s42") else {})}))  # s43: a run from before the field
     return tmp_path / "sweep"
 
 
@@ -69,6 +71,8 @@ def test_make_figures_writes_the_study(sweep, tmp_path):
     assert "| ELBO | 42, 43 | 1.6000 ± 0.1414 | 1.4500 ± 0.0707 | 0.1500 ± 0.0707 | 31.00 ± 1.41 |" in text
     assert "| IWAE K=5 | 42, 43 | 1.7000 ± 0.1414 | 1.3000 ± 0.0000 |" in text
     assert "-0.1333 ± 0.0333 |" in text and "K = 1000" in text
+    assert ("Machine (each run's metrics.json): Test CPU, 2 CPUs usable, 1 torch thread, torch 2.15.0: 2 runs; "
+            "not recorded: 2 runs (made before runs recorded their machine).") in text
     assert (out / "study.md").read_text().count("| --- |") == text.count("| --- |")
     assert imread(out / "study_val_bpd.png").shape[0] > 300
 
