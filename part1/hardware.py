@@ -49,15 +49,19 @@ def cpu_has_native_bf16(cpuinfo_text: str | None = None) -> bool:
     /proc/cpuinfo, or torch's CPU capability naming AVX512_BF16 / AMX; either signal is enough, since some torch
     versions report only the coarse capability and /proc/cpuinfo exists only on Linux.
     """
-    if cpuinfo_text is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                text = f.read()
-        except OSError:  # not Linux (or a sandbox hiding /proc): torch's capability is the only signal left
-            text = ""
+    if cpuinfo_text is None:  # without /proc/cpuinfo, torch's capability is the only signal left
         capability = _torch_cpu_capability().upper()
-        return _flags_say_bf16(text) or any(name in capability for name in _BF16_CAPABILITIES)
+        return _flags_say_bf16(_cpuinfo()) or any(name in capability for name in _BF16_CAPABILITIES)
     return _flags_say_bf16(cpuinfo_text)
+
+
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text, or "" where there is none (not Linux, or a sandbox hiding /proc)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _flags_say_bf16(cpuinfo_text: str) -> bool:
@@ -78,11 +82,7 @@ def machine(device: torch.device, cpuinfo_text: str | None = None) -> dict:
     torch.set_num_threads); torch and cuda: versions (cuda None for a CPU-only build).
     """
     if cpuinfo_text is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo_text = f.read()
-        except OSError:
-            cpuinfo_text = ""
+        cpuinfo_text = _cpuinfo()
     cpu_model = next((value.strip() for key, _, value in (line.partition(":") for line in cpuinfo_text.splitlines())
                       if key.strip() == "model name" and value.strip()), None)
     if device.type == "cuda" and torch.cuda.is_available():

@@ -10,6 +10,7 @@ images, which is why the pairing matters.
 """
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from statistics import mean, median, stdev
 
@@ -87,17 +88,14 @@ def describe(config):
 
 def machines_text(configs):
     """Where the runs ran, from each run's metrics.json `machine` (runs made before that field say so)."""
-    counts = {}
-    for runs in configs.values():
-        for run in runs.values():
-            m = run["metrics"].get("machine")
-            key = (f"{m['device_name']}, {m['cpus']} CPUs usable, {m['threads']} torch thread"
-                   f"{'s' if m['threads'] != 1 else ''}, torch {m['torch']}") if m else None
-            counts[key] = counts.get(key, 0) + 1
+    counts = Counter(
+        (f"{m['device_name']}, {m['cpus']} CPUs usable, {m['threads']} torch thread{'s' if m['threads'] != 1 else ''}, "
+         f"torch {m['torch']}") if (m := run["metrics"].get("machine")) else None
+        for runs in configs.values() for run in runs.values())
     parts = [f"{key}: {n} run{'s' if n != 1 else ''}" for key, n in counts.items() if key is not None]
-    if None in counts:
-        n = counts[None]
-        parts.append(f"not recorded: {n} run{'s' if n != 1 else ''} (made before runs recorded their machine)")
+    if counts[None]:
+        parts.append(f"not recorded: {counts[None]} run{'s' if counts[None] != 1 else ''} "
+                     "(made before runs recorded their machine)")
     return "; ".join(parts)
 
 

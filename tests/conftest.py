@@ -54,6 +54,11 @@ def make_images(num, seed):
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
+def generated_data(root, num_train, num_test, seed):
+    """make_images for the training set (seed) and the test set (seed + 1), written by write_idx under root."""
+    return write_idx(root, *make_images(num_train, seed), *make_images(num_test, seed + 1))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Many small tensor ops: one intra-op thread is faster, and much faster on a busy machine (idle OpenMP
@@ -67,9 +72,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A 300-image training set and a 60-image test set in torchvision's layout."""
-    train_images, train_labels = make_images(300, seed=0)
-    test_images, test_labels = make_images(60, seed=1)
-    return write_idx(tmp_path_factory.mktemp("tiny_fmnist"), train_images, train_labels, test_images, test_labels)
+    return generated_data(tmp_path_factory.mktemp("tiny_fmnist"), 300, 60, seed=0)
 
 
 def run_script(args, cwd=REPO_ROOT, timeout=240):

@@ -36,7 +36,7 @@ import evaluate
 import train_torch
 from checkpoints import load_checkpoint
 from cli_common import Terminated, run_cli
-from conftest import PART1, REPO_ROOT, make_images, only_run_dir, write_idx
+from conftest import PART1, REPO_ROOT, generated_data, only_run_dir
 
 sys.path.insert(0, str(REPO_ROOT / "report"))
 import make_figures  # noqa: E402
@@ -56,9 +56,7 @@ NO_CUDA = "needs a machine without CUDA"
 @pytest.fixture(scope="module")
 def micro_data(tmp_path_factory):
     """80 training images (72 train / 8 validation: 2 steps per epoch) and 20 test images: cheap epochs."""
-    images, labels = make_images(80, seed=5)
-    test_images, test_labels = make_images(20, seed=6)
-    return write_idx(tmp_path_factory.mktemp("micro_data"), images, labels, test_images, test_labels)
+    return generated_data(tmp_path_factory.mktemp("micro_data"), 80, 20, seed=5)
 
 
 @pytest.fixture(scope="module")

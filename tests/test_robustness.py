@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import run_folder
 import train_torch
 from checkpoints import CheckpointError, load_checkpoint
-from conftest import PART1, REPO_ROOT, error_line, make_images, run_dirs, write_idx
+from conftest import PART1, REPO_ROOT, error_line, generated_data, make_images, run_dirs, write_idx
 from loops import NonFiniteLossError
 from train_torch import cli, main, parse_args
 
@@ -40,9 +40,7 @@ def run_cli(argv):
 
 @pytest.fixture(scope="module")
 def slow_data(tmp_path_factory):
-    images, labels = make_images(640, seed=3)
-    test_images, test_labels = make_images(64, seed=4)
-    return write_idx(tmp_path_factory.mktemp("slow_data"), images, labels, test_images, test_labels)
+    return generated_data(tmp_path_factory.mktemp("slow_data"), 640, 64, seed=3)
 
 
 @pytest.fixture(scope="module")
