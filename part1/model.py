@@ -150,14 +150,15 @@ def log_weights(model, imgs, num_samples, posterior=None, max_latents=4096):
 def objective(model, imgs, name="elbo", num_samples=1):
     """The training loss of a batch and the ELBO terms logged beside it.
 
-    elbo, K = 1: exactly model(imgs) (the assignment's loss). elbo, K > 1: the mean of K single-sample
-    ELBOs. iwae: -log (1/K) sum_k w_k, w_k = p(x|z_k) p(z_k) / q(z_k|x) (Burda et al. 2016, eq. 8), by
-    logsumexp, with gradients through it; for K = 1 it is the single-sample ELBO for the same noise.
+    K = 1, either objective: exactly model(imgs), the assignment's loss (for K = 1 the IWAE bound is the
+    ELBO, Burda et al. 2016, so --objective iwae --train_samples 1 trains exactly like the default).
+    elbo, K > 1: the mean of K single-sample ELBOs. iwae: -log (1/K) sum_k w_k, w_k = p(x|z_k) p(z_k) /
+    q(z_k|x) (Burda et al. 2016, eq. 8), by logsumexp, with gradients through it.
     Returns:
         dict of scalar tensors: "loss" (the objective, nats per image, to minimise), "objective_bpd"
         (it in bpd), and the ELBO terms "rec_nats", "kl_nats", "bpd" (averages over images).
     """
-    if name == "elbo" and num_samples == 1:
+    if num_samples == 1:  # the closed-form KL where there is one (VAE.forward), whichever the objective
         L_rec, L_reg, bpd = model(imgs)
         return {"loss": L_rec + L_reg, "objective_bpd": bpd, "rec_nats": L_rec, "kl_nats": L_reg, "bpd": bpd}
     posterior = model.encode(imgs)

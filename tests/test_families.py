@@ -47,22 +47,31 @@ def test_flow_length_0_is_todays_model_bit_for_bit():
 
 
 @pytest.mark.parametrize("flow, length", [("none", 0), ("planar", 3), ("radial", 2)])
-def test_iwae_k1_is_the_single_sample_elbo_for_the_same_noise(flow, length):
-    """IWAE with K = 1 equals -(log p(x|z) + log p(z) - log q(z|x)) for the same eps, assembled here by hand
-    from the encoder's outputs, the flow and the decoder."""
+def test_iwae_k1_is_the_assignments_elbo_for_the_same_noise(flow, length):
+    """IWAE with K = 1 is the VAE (Burda et al. 2016): the loss equals -(log p(x|z) - KL) for the same eps,
+    assembled here by hand from the encoder's outputs, the flow and the decoder; the KL is the closed form
+    without a flow (as the default ELBO uses) and log q_L(z_L|x) - log p(z_L) with one. And every term is
+    bit for bit the default objective's (elbo, K = 1)."""
     torch.manual_seed(0)
     model = VAE(4, 3, 1e-3, flow, length)
     imgs = images(4, 1)
     torch.manual_seed(5)
-    loss = objective(model, imgs, "iwae", 1)["loss"]
+    terms = objective(model, imgs, "iwae", 1)
+    torch.manual_seed(5)
+    default = objective(model, imgs, "elbo", 1)
+    assert all(torch.equal(terms[key], default[key]) for key in default)
     torch.manual_seed(5)
     mean, log_std, params = model.encode(imgs)
-    eps = torch.randn(4, 1, 3)  # the draw log_weights makes: [B, K, D]
-    z, log_det = model.push(mean.unsqueeze(1) + log_std.exp().unsqueeze(1) * eps, params)
-    log_q = log_normal_from_eps(eps, log_std.unsqueeze(1)) - log_det  # [B, 1]
-    log_px = log_px_given_z(model.decoder(z.reshape(4, 3)), imgs)  # [B]
-    expected = -(log_px + log_standard_normal(z).squeeze(1).double() - log_q.squeeze(1).double()).mean()
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    eps = torch.randn(4, 3)  # [B, D], the one draw per image
+    z, log_det = model.push(mean + log_std.exp() * eps, params)
+    if flow == "none":
+        kl = 0.5 * (torch.exp(2 * log_std) + mean ** 2 - 1 - 2 * log_std).sum(1)  # Kingma & Welling, app. B
+    else:  # log q0(z0) - sum log|det| - log p(z_L), Rezende & Mohamed eq. 13, each density written out
+        log_q0 = (-0.5 * eps ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(1)
+        kl = log_q0 - log_det - (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(1)
+    log_px = log_px_given_z(model.decoder(z), imgs)  # [B]
+    assert terms["loss"].item() == pytest.approx((-log_px + kl.double()).mean().item(), rel=1e-6)
+    assert terms["kl_nats"].item() == pytest.approx(kl.mean().item(), rel=1e-5)
 
 
 def test_elbo_with_k_samples_is_the_mean_of_single_sample_elbos():
@@ -177,6 +186,20 @@ def family_runs(tiny_data, tmp_path_factory):
                                                  *SMALL, *flags]))
         runs[name] = only_run_dir(logs / name)
     return runs
+
+
+def test_iwae_k1_trains_exactly_like_the_default(tiny_data, tmp_path):
+    """End to end: --objective iwae --train_samples 1 gives the default ELBO run's history and test figures."""
+    records = []
+    for name, flags in (("default", []), ("iwae-k1", ["--objective", "iwae", "--train_samples", "1"])):
+        train_torch.main(train_torch.parse_args(["--data_dir", str(tiny_data), "--log_dir", str(tmp_path / name),
+                                                 *SMALL, "--final_iw_samples", "0", *flags]))
+        run_dir = only_run_dir(tmp_path / name)
+        history = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                   for line in (run_dir / "history.jsonl").read_text().splitlines()]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        records.append((history, metrics["test_bpd"], metrics["test_kl_nats"]))
+    assert len(records[0][0]) == 2 and records[0] == records[1]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
