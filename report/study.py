@@ -1,12 +1,7 @@
 """The study: one row per configuration of a sweep folder (runs named <config>_s<seed> by part1/sweep.py),
-mean ± sd over seeds, and each configuration's difference from the ELBO baseline in test IW bpd with a
-paired standard error.
-
-Paired SE: the configurations are evaluated on the same test images, so for seed s the per-image
-differences d_si = iw_C,si - iw_base,si (from eval_test.json's per_image_iw_bpd) give Δ_s = mean_i d_si
-with SE_s = sd_i(d_si) / sqrt(N); seeds are independent runs, so Δ = mean_s Δ_s and
-SE(Δ) = sqrt(sum_s SE_s²) / S. Differences between configurations are smaller than the spread between
-images, which is why the pairing matters.
+mean ± sd over seeds, and the differences between configurations over training seeds (report/compare.py):
+per-seed differences, their mean, seed-level SE and 95% t-interval as the headline, the Monte Carlo SE over
+test images (from eval_test.json's per_image_iw_bpd) as a second figure.
 """
 import math
 import re
@@ -14,14 +9,21 @@ from collections import Counter
 from pathlib import Path
 from statistics import mean, median, stdev
 
+import compare
 import run_folder
 from cli_common import UserError
 
 BASELINE = "elbo-k1_none-l0"
 NAME = re.compile(r"(?P<config>(?P<objective>\w+)-k(?P<k>\d+)_(?P<flow>\w+)-l(?P<length>\d+))_s(?P<seed>\d+)")
 COLUMNS = (("test ELBO bpd", "test_bpd"), ("test IW bpd", "test_iw_bpd"), ("gap (bpd)", "gap"),
-           ("KL (nats)", "test_kl_nats"), ("active units", "test_active_units"),
+           ("KL (nats)", "test_kl_nats"), ("active units of μ₀", "test_active_units"),
            ("seconds / epoch (median)", "median_epoch_seconds"))
+# The comparisons besides each configuration against the baseline: (configuration, reference).
+EXTRA_COMPARISONS = (("iwae-k5_planar-l10", "iwae-k5_none-l0"), ("iwae-k5_none-l0", "elbo-k1_planar-l10"),
+                     ("iwae-k5_planar-l10", "elbo-k1_planar-l10"), ("elbo-k1_radial-l10", "elbo-k1_planar-l10"))
+# The quantities every comparison reports, with their short names and decimals.
+QUANTITIES = (("test_iw_bpd", "Δ test IW bpd", 4), ("test_bpd", "Δ test ELBO bpd", 4), ("gap", "Δ gap (bpd)", 4),
+              ("test_kl_nats", "Δ KL (nats)", 2))
 
 
 def load_study(sweep_dir):
@@ -50,30 +52,37 @@ def mean_sd(values):
     return mean(values), stdev(values) if len(values) > 1 else None
 
 
-def paired_difference(runs, baseline_runs):
-    """(Δ, SE, seeds used) of test IW bpd, config minus baseline, paired by seed and test image."""
-    deltas, variances = [], []
-    for seed in sorted(set(runs) & set(baseline_runs)):
-        ours, theirs = (r["eval"] and r["eval"].get("per_image_iw_bpd") for r in (runs[seed], baseline_runs[seed]))
-        if not ours or not theirs or len(ours) != len(theirs):
-            continue
-        diffs = [a - b for a, b in zip(ours, theirs)]
-        deltas.append(mean(diffs))
-        variances.append(stdev(diffs) ** 2 / len(diffs))
-    if not deltas:
-        return None, None, 0
-    return mean(deltas), math.sqrt(sum(variances)) / len(deltas), len(deltas)
+def difference(runs, reference_runs, key="test_iw_bpd"):
+    """compare.seed_difference of metric `key`, config minus reference, over the seeds both have; for the
+    test IW bpd also the per-image differences (eval_test.json) behind the image-level SE."""
+    seeds = sorted(s for s in set(runs) & set(reference_runs)
+                   if None not in (runs[s]["metrics"].get(key), reference_runs[s]["metrics"].get(key)))
+    deltas = {s: runs[s]["metrics"][key] - reference_runs[s]["metrics"][key] for s in seeds}
+    per_image = {}
+    for seed in seeds if key == "test_iw_bpd" else ():
+        ours, theirs = ((r["eval"] or {}).get("per_image_iw_bpd") for r in (runs[seed], reference_runs[seed]))
+        if ours and theirs and len(ours) == len(theirs):
+            per_image[seed] = [a - b for a, b in zip(ours, theirs)]
+    return compare.seed_difference(deltas, per_image)
+
+
+def comparisons(configs):
+    """[(config, reference, {quantity key: difference})] for every configuration against the baseline, then
+    EXTRA_COMPARISONS, for the pairs present."""
+    pairs = [(c, BASELINE) for c in configs if c != BASELINE and BASELINE in configs]
+    pairs += [pair for pair in EXTRA_COMPARISONS if pair[0] in configs and pair[1] in configs]
+    return [(c, r, {key: difference(configs[c], configs[r], key) for key, _, _ in QUANTITIES}) for c, r in pairs]
 
 
 def study_rows(configs):
-    """One dict per configuration: name, seeds, {column key: (mean, sd)}, and the paired difference."""
+    """One dict per configuration: name, seeds, {column key: (mean, sd over seeds)}, and "delta": the test IW
+    bpd difference from the baseline (compare.seed_difference; None for the baseline itself)."""
     rows = []
     for config, runs in configs.items():
         row = {"config": config, "seeds": sorted(runs), "args": next(iter(runs.values()))["args"]}
         for _, key in COLUMNS:
             row[key] = mean_sd([r["metrics"].get(key) for r in runs.values()])
-        row["delta"] = paired_difference(runs, configs[BASELINE]) if BASELINE in configs and config != BASELINE \
-            else (None, None, 0)
+        row["delta"] = difference(runs, configs[BASELINE]) if BASELINE in configs and config != BASELINE else None
         rows.append(row)
     return rows
 
@@ -86,8 +95,17 @@ def describe(config):
     return text + ("" if m["flow"] == "none" else f", {m['flow']} flow L={m['length']}")
 
 
+def short(config):
+    """'iwae-k5_planar-l10' -> 'IWAE5+planar10', for figure labels."""
+    m = NAME.fullmatch(config + "_s0")
+    text = "ELBO" if m["objective"] == "elbo" else "IWAE"
+    text += "" if m["k"] == "1" else m["k"]
+    return text + ("" if m["flow"] == "none" else f"+{m['flow']}{m['length']}")
+
+
 def machines_text(configs):
-    """Where the runs ran, from each run's metrics.json `machine` (runs made before that field say so)."""
+    """Where and how the runs ran: each run's metrics.json `machine` (runs made before that field say so) and
+    the precision it trained in (args.json: explicit, or what auto chose), so a mix cannot go unnoticed."""
     counts = Counter(
         (f"{m['device_name']}, {m['cpus']} CPUs usable, {m['threads']} torch thread{'s' if m['threads'] != 1 else ''}, "
          f"torch {m['torch']}") if (m := run["metrics"].get("machine")) else None
@@ -96,7 +114,16 @@ def machines_text(configs):
     if counts[None]:
         parts.append(f"not recorded: {counts[None]} run{'s' if counts[None] != 1 else ''} "
                      "(made before runs recorded their machine)")
-    return "; ".join(parts)
+    precisions = Counter(precision_of(run["args"]) for runs in configs.values() for run in runs.values())
+    return "; ".join(parts) + ". Precision: " + ", ".join(f"{p}: {n} run{'s' if n != 1 else ''}"
+                                                           for p, n in sorted(precisions.items()))
+
+
+def precision_of(args):
+    """The precision a run trained in: --precision, or with auto the choice args.json recorded ('?' if none)."""
+    if args.get("precision") not in (None, "auto"):
+        return args["precision"]
+    return (args.get("auto_choices") or {}).get("precision", "?")
 
 
 def fmt_pm(pair, decimals):
@@ -106,24 +133,74 @@ def fmt_pm(pair, decimals):
     return f"{value:.{decimals}f}" + ("" if sd is None else f" ± {sd:.{decimals}f}")
 
 
-def study_markdown(rows, iw_samples):
-    """The study table and its notes (Markdown)."""
+def fmt_interval(result, decimals, bold=True):
+    """'-0.0352 [-0.0623, -0.0081]', in bold when the interval excludes 0; '–' without a difference."""
+    if result is None or result["mean"] is None:
+        return "–"
+    text = f"{result['mean']:+.{decimals}f}"
+    if result["interval"] is None:
+        return text + " (one seed)"
+    low, high = result["interval"]
+    text += f" [{low:+.{decimals}f}, {high:+.{decimals}f}]"
+    return f"**{text}**" if bold and result["verdict"] != "no detectable difference" else text
+
+
+def fmt_se(value, decimals=4):
+    return "–" if value is None else f"{value:.{decimals}f}"
+
+
+def study_markdown(rows, iw_samples, pairs=()):
+    """The study table, the table of differences between configurations, and their notes (Markdown)."""
+    base = describe(BASELINE)
     header = ["configuration", "seeds"] + [name for name, _ in COLUMNS] + [
-        f"Δ test IW bpd vs {describe(BASELINE)} (paired SE)"]
+        f"Δ test IW bpd vs {base} [95% t-interval]", "seed SE", "image SE", "verdict"]
     decimals = {"test_kl_nats": 2, "test_active_units": 1, "median_epoch_seconds": 2}
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
-        delta, se, _ = row["delta"]
+        delta = row["delta"]
         cells = [describe(row["config"]), ", ".join(map(str, row["seeds"]))]
         cells += [fmt_pm(row[key], decimals.get(key, 4)) for _, key in COLUMNS]
-        cells.append("–" if delta is None else f"{delta:+.4f} ± {se:.4f}")
+        cells += ["–"] * 4 if delta is None else [
+            fmt_interval(delta, 4), fmt_se(delta["seed_se"]), fmt_se(delta["image_se"]), verdict_text(delta)]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + (
+        f"\n\nMean ± sd: the mean and the standard deviation over the seeds of the row (each seed is one "
+        f"training run). Test IW bpd: the negative importance-weighted bound with K = {iw_samples} samples; gap: "
+        "test ELBO bpd minus test IW bpd, per run; KL: the test KL term in nats per image (closed form without a "
+        "flow, a single-sample estimate with one); active units of μ₀: latent dimensions d with "
+        "Var_x(μ₀,d(x)) > 0.01, μ₀ the mean of the base Gaussian q₀(z₀|x) (without a flow, E_q[z_d]; with one, "
+        "not the mean of the flow's output z_L). Δ: the configuration's test IW bpd minus the baseline's, one "
+        "difference per seed, then their mean with a 95% t-interval (S - 1 degrees of freedom) from the seed SE, "
+        "sd of the per-seed differences / sqrt(S): the uncertainty of training, the headline. Image SE: the "
+        "Monte Carlo error of the test images for these fixed trained models (per-image differences, seed by "
+        "seed), the smaller, second figure. Negative is better; **bold**: the interval excludes 0.")
+    if pairs:
+        text += "\n\n" + differences_markdown(pairs)
+    return text
+
+
+def verdict_text(result, better_is_lower=True):
+    """'better' / 'worse' for bpd (lower is better), or the neutral compare.verdict otherwise."""
+    word = result["verdict"]
+    if word == "no detectable difference" or not better_is_lower:
+        return word
+    return "better" if word == "lower" else "worse"
+
+
+def differences_markdown(pairs):
+    """Every comparison (configuration minus reference) in each quantity: mean [95% t-interval]."""
+    header = ["comparison", "seeds"] + [name + " [95% t-interval]" for _, name, _ in QUANTITIES] + ["IW verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for config, reference, results in pairs:
+        first = results[QUANTITIES[0][0]]
+        cells = [f"{describe(config)} − {describe(reference)}", ", ".join(map(str, first["seeds"]))]
+        cells += [fmt_interval(results[key], places) for key, _, places in QUANTITIES]
+        cells.append(verdict_text(first))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + (
-        f"\n\nMean ± sd over seeds. Test IW bpd: the negative importance-weighted bound with K = {iw_samples} "
-        "samples; gap: test ELBO bpd minus test IW bpd, per run; KL: the test KL term in nats per image (closed "
-        "form without a flow, a single-sample estimate with one); active units: latent dimensions with "
-        "Cov_x(E_q[z_d]) > 0.01; Δ: the configuration's test IW bpd minus the baseline's, paired by seed and "
-        "test image (negative is better).")
+        "\n\nEach cell: the mean over seeds of the per-seed difference (first configuration minus second, run "
+        "for run with the same seed) and its 95% t-interval from the seed-level SE; **bold** when the interval "
+        "excludes 0. For bpd, negative means the first configuration is better; the verdict is for test IW bpd.")
 
 
 def plot_validation(configs, fig):

@@ -1,7 +1,9 @@
-"""The study table from a small fixture of sweep run folders, against means, sds and paired SEs by hand."""
+"""The study from a small fixture of sweep run folders, against means, sds, seed-level t-intervals and
+image-level SEs computed by hand; and the comparison statistics on their own."""
 import json
 import math
 import sys
+from statistics import mean
 
 import pytest
 from matplotlib.image import imread
@@ -9,56 +11,117 @@ from matplotlib.image import imread
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "report"))
+import compare  # noqa: E402
 import make_figures  # noqa: E402
 import study  # noqa: E402
 
-# name: (test_bpd, test_iw_bpd, test_kl_nats, active units, seconds/epoch, per-image IW bpd of 3 test images)
+# Two-sided 95% Student-t quantiles in closed form: 1 degree of freedom (Cauchy) tan(pi (p - 1/2)); 2 degrees
+# 0.95 * sqrt(2 / (4 p (1 - p))), with p = 0.975.
+T1, T2 = math.tan(math.pi * 0.475), 0.95 * math.sqrt(2 / (4 * 0.975 * 0.025))
+
+# name: (test_bpd, test_kl_nats, active units, seconds/epoch, per-image IW bpd of 3 test images); the run's
+# test_iw_bpd is the mean of its per-image values, as evaluate.py writes them.
 RUNS = {
-    "elbo-k1_none-l0_s42": (1.5, 1.4, 30.0, 20, 2.0, [1.0, 2.0, 1.2]),
-    "elbo-k1_none-l0_s43": (1.7, 1.5, 32.0, 19, 2.2, [1.5, 1.5, 1.5]),
-    "iwae-k5_none-l0_s42": (1.6, 1.3, 40.0, 12, 6.0, [0.9, 1.9, 1.2]),
-    "iwae-k5_none-l0_s43": (1.8, 1.3, 44.0, 14, 6.4, [1.4, 1.2, 1.3]),
-    "planar-k1_none-l0_s42": (9.9, 9.9, 9.9, 9, 9.9, [9.9, 9.9, 9.9]),  # no metrics.json: unfinished, left out
+    "elbo-k1_none-l0_s42": (1.5, 30.0, 20, 2.0, [1.0, 2.0, 1.2]),
+    "elbo-k1_none-l0_s43": (1.7, 32.0, 19, 2.2, [1.5, 1.5, 1.5]),
+    "iwae-k5_none-l0_s42": (1.6, 40.0, 12, 6.0, [0.9, 1.9, 1.2]),
+    "iwae-k5_none-l0_s43": (1.8, 44.0, 14, 6.4, [1.4, 1.2, 1.3]),
+    # per-image differences from the baseline: seed 42 -0.08, -0.12, -0.10; seed 43 -0.11, -0.10, -0.12
+    "elbo-k1_planar-l10_s42": (1.45, 29.0, 20, 2.5, [0.92, 1.88, 1.10]),
+    "elbo-k1_planar-l10_s43": (1.62, 31.0, 20, 2.7, [1.39, 1.40, 1.38]),
+    "planar-k1_none-l0_s42": (9.9, 9.9, 9, 9.9, [9.9, 9.9, 9.9]),  # no metrics.json: unfinished, left out
 }
 MACHINE = {"device_name": "Test CPU", "cpus": 2, "threads": 1, "torch": "2.15.0", "cuda": None}
 
 
 @pytest.fixture
 def sweep(tmp_path):
-    for name, (bpd, iw, kl, units, seconds, per_image) in RUNS.items():
+    for name, (bpd, kl, units, seconds, per_image) in RUNS.items():
         run = tmp_path / "sweep" / name
         run.mkdir(parents=True)
-        (run / "args.json").write_text(json.dumps({"data_dir": str(tmp_path / "nodata"), "z_dim": 20}))
+        precision = {"precision": "auto", "auto_choices": {"precision": "fp32"}} if "s42" in name else \
+            {"precision": "bf16"}
+        (run / "args.json").write_text(json.dumps({"data_dir": str(tmp_path / "nodata"), "z_dim": 20, **precision}))
         history = [{"epoch": e, "seconds": s, "val_bpd": bpd + 1 / e} for e, s in ((1, seconds), (2, seconds),
                                                                                     (3, 100.0))]  # one stalled epoch
         (run / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         (run / "eval_test.json").write_text(json.dumps({"per_image_iw_bpd": per_image}))
         if not name.startswith("planar"):
             (run / "metrics.json").write_text(json.dumps({
-                "test_bpd": bpd, "test_iw_bpd": iw, "test_kl_nats": kl, "test_active_units": units,
+                "test_bpd": bpd, "test_iw_bpd": mean(per_image), "test_kl_nats": kl, "test_active_units": units,
                 "seconds_per_epoch": seconds, "iw_samples": 1000,
                 **({"machine": MACHINE} if name.endswith("s42") else {})}))  # s43: a run from before the field
     return tmp_path / "sweep"
 
 
+def test_t_quantiles_match_their_closed_forms():
+    assert compare.t_quantile(1) == pytest.approx(T1, rel=1e-9)  # 12.706
+    assert compare.t_quantile(2) == pytest.approx(T2, rel=1e-9)  # 4.303
+
+
+def test_seed_level_and_image_level_se_disagree():
+    """Three seeds whose per-image differences barely vary (image SE 0.0033) but whose per-seed differences do
+    (-0.10, +0.02, -0.04): the seed-level interval includes 0, although 2 image SEs would not."""
+    per_image = {1: [-0.11, -0.10, -0.09], 2: [0.01, 0.02, 0.03], 3: [-0.05, -0.04, -0.03]}
+    result = compare.seed_difference({1: -0.10, 2: 0.02, 3: -0.04}, per_image)
+    assert result["seeds"] == [1, 2, 3] and result["mean"] == pytest.approx(-0.04)
+    seed_se = math.sqrt((0.06 ** 2 + 0.06 ** 2 + 0) / 2) / math.sqrt(3)  # sd 0.06 (n - 1), over sqrt(3)
+    assert result["seed_se"] == pytest.approx(seed_se)
+    assert result["interval"] == pytest.approx((-0.04 - T2 * seed_se, -0.04 + T2 * seed_se))
+    assert result["image_se"] == pytest.approx(math.sqrt(3 * 0.01 ** 2 / 3) / 3)  # each SE_s = 0.01 / sqrt(3)
+    assert abs(result["mean"]) > 2 * result["image_se"] and result["verdict"] == "no detectable difference"
+
+
+def test_an_interval_that_excludes_zero_is_a_difference():
+    lower = compare.seed_difference({1: -0.10, 2: -0.11, 3: -0.12})  # sd 0.01, SE 0.01 / sqrt(3)
+    assert lower["interval"] == pytest.approx((-0.11 - T2 * 0.01 / math.sqrt(3), -0.11 + T2 * 0.01 / math.sqrt(3)))
+    assert lower["verdict"] == "lower" and lower["image_se"] is None
+    assert compare.seed_difference({1: 0.5, 2: 0.51})["verdict"] == "higher"  # 0.505 ± 12.7 x 0.005
+    assert compare.seed_difference({1: 0.5, 2: 0.6})["verdict"] == "no detectable difference"  # ± 0.635
+    one = compare.seed_difference({7: -0.3})  # one seed: no spread, so no interval and no claim
+    assert one["mean"] == -0.3 and one["seed_se"] is None and one["verdict"] == "no detectable difference"
+
+
 def test_rows_by_hand(sweep):
     rows = {row["config"]: row for row in study.study_rows(study.load_study(sweep))}
-    assert list(rows) == ["elbo-k1_none-l0", "iwae-k5_none-l0"]  # the baseline first; unfinished runs left out
+    assert list(rows) == ["elbo-k1_none-l0", "elbo-k1_planar-l10", "iwae-k5_none-l0"]  # baseline first; unfinished out
     base, iwae = rows["elbo-k1_none-l0"], rows["iwae-k5_none-l0"]
     assert base["seeds"] == [42, 43]
     assert base["test_bpd"] == pytest.approx((1.6, math.sqrt(0.02)))  # sd of 1.5, 1.7 (n - 1)
-    assert base["test_iw_bpd"] == pytest.approx((1.45, math.sqrt(0.005)))
+    assert base["test_iw_bpd"] == pytest.approx((1.45, math.sqrt(0.005)))  # runs 1.4 and 1.5
     assert base["gap"] == pytest.approx((0.15, math.sqrt(0.005)))  # gaps 0.1 and 0.2
     assert iwae["test_kl_nats"] == pytest.approx((42.0, math.sqrt(8)))
     assert iwae["test_active_units"] == pytest.approx((13.0, math.sqrt(2)))
-    assert iwae["test_iw_bpd"] == pytest.approx((1.3, 0.0))
     assert iwae["median_epoch_seconds"] == pytest.approx((6.2, math.sqrt(0.08)))  # medians 6.0, 6.4: the stall ignored
-    # Paired: seed 42 diffs -0.1, -0.1, 0 (mean -1/15, SE 0.1/sqrt(3)/sqrt(3)); seed 43 diffs -0.1, -0.3, -0.2
-    # (mean -0.2, SE 0.1/sqrt(3)); Δ = mean of the two, SE = sqrt(SE42² + SE43²) / 2.
+    # IWAE - ELBO: seed 42 per-image diffs -0.1, -0.1, 0 (Δ -1/15), seed 43 -0.1, -0.3, -0.2 (Δ -0.2).
+    delta = iwae["delta"]
+    assert delta["deltas"] == pytest.approx([-1 / 15, -0.2]) and delta["mean"] == pytest.approx(-2 / 15)
+    seed_se = math.sqrt((2 / 15) ** 2 / 2) / math.sqrt(2)  # sd of the two Δ_s over sqrt(2) = 1/15
+    assert delta["seed_se"] == pytest.approx(seed_se)
+    assert delta["interval"] == pytest.approx((-2 / 15 - T1 * seed_se, -2 / 15 + T1 * seed_se))
+    # Image level: SE_42 = sd(-0.1, -0.1, 0) / sqrt(3), SE_43 = 0.1 / sqrt(3); sqrt(SE_42² + SE_43²) / 2.
     se42, se43 = math.sqrt(1 / 300) / math.sqrt(3), 0.1 / math.sqrt(3)
-    delta, se, seeds = iwae["delta"]
-    assert delta == pytest.approx((-1 / 15 - 0.2) / 2) and se == pytest.approx(math.hypot(se42, se43) / 2)
-    assert seeds == 2 and base["delta"] == (None, None, 0)
+    assert delta["image_se"] == pytest.approx(math.hypot(se42, se43) / 2)
+    assert delta["verdict"] == "no detectable difference"  # 2 image SEs would have called it
+    planar = rows["elbo-k1_planar-l10"]["delta"]  # Δ_s -0.10 and -0.11: consistent, the interval excludes 0
+    assert planar["mean"] == pytest.approx(-0.105) and planar["seed_se"] == pytest.approx(0.005)
+    assert planar["interval"][1] == pytest.approx(-0.105 + T1 * 0.005) and planar["interval"][1] < 0
+    assert planar["verdict"] == "lower"
+    assert base["delta"] is None
+
+
+def test_comparisons_cover_every_quantity_and_the_extra_pairs(sweep):
+    pairs = study.comparisons(study.load_study(sweep))
+    assert [(c, r) for c, r, _ in pairs] == [("elbo-k1_planar-l10", "elbo-k1_none-l0"),
+                                             ("iwae-k5_none-l0", "elbo-k1_none-l0"),
+                                             ("iwae-k5_none-l0", "elbo-k1_planar-l10")]
+    iwae_vs_planar = pairs[2][2]
+    # test ELBO bpd: 1.6 - 1.45 and 1.8 - 1.62; KL: 40 - 29 and 44 - 31; gap = test bpd - test IW bpd per run.
+    assert iwae_vs_planar["test_bpd"]["deltas"] == pytest.approx([0.15, 0.18])
+    assert iwae_vs_planar["test_kl_nats"]["mean"] == pytest.approx(12.0)
+    assert iwae_vs_planar["gap"]["deltas"] == pytest.approx([(1.6 - 4 / 3) - (1.45 - 3.9 / 3),
+                                                             (1.8 - 1.3) - (1.62 - 4.17 / 3)])
+    assert iwae_vs_planar["test_kl_nats"]["image_se"] is None  # per-image values exist only for the IW bound
 
 
 def test_make_figures_writes_the_study(sweep, tmp_path):
@@ -67,14 +130,20 @@ def test_make_figures_writes_the_study(sweep, tmp_path):
     out = tmp_path / "figures"
     make_figures.main(make_figures.parse_args(["--study", str(sweep), "--out_dir", str(out), "--report", str(report)]))
     text = report.read_text()
-    assert "old" not in text and text.endswith("<!-- study:end -->\n\nafter\n")
+    assert "\nold\n" not in text and text.endswith("<!-- study:end -->\n\nafter\n")
     assert "| ELBO | 42, 43 | 1.6000 ± 0.1414 | 1.4500 ± 0.0707 | 0.1500 ± 0.0707 | 31.00 ± 1.41 |" in text
-    assert "| IWAE K=5 | 42, 43 | 1.7000 ± 0.1414 | 1.3000 ± 0.0000 |" in text
-    assert "-0.1333 ± 0.0333 |" in text and "K = 1000" in text
-    assert ("Machine (each run's metrics.json): Test CPU, 2 CPUs usable, 1 torch thread, torch 2.15.0: 2 runs; "
-            "not recorded: 2 runs (made before runs recorded their machine).") in text
+    half = T1 * 0.005
+    assert (f"| ELBO, planar flow L=10 | 42, 43 | 1.5350 ± 0.1202 | 1.3450 ± 0.0636 |") in text  # IW 1.30, 1.39
+    assert f"| **-0.1050 [{-0.105 - half:+.4f}, {-0.105 + half:+.4f}]** | 0.0050 |" in text
+    assert f"-0.1333 [{-2 / 15 - T1 / 15:+.4f}, {-2 / 15 + T1 / 15:+.4f}] | 0.0667 | 0.0333 | no detectable " \
+           "difference |" in text
+    assert "| IWAE K=5 − ELBO, planar flow L=10 | 42, 43 | " in text and "K = 1000" in text
+    assert ("Machine (each run's metrics.json): Test CPU, 2 CPUs usable, 1 torch thread, torch 2.15.0: 3 runs; "
+            "not recorded: 3 runs (made before runs recorded their machine). Precision: bf16: 3 runs, "
+            "fp32: 3 runs.") in text
     assert (out / "study.md").read_text().count("| --- |") == text.count("| --- |")
     assert imread(out / "study_val_bpd.png").shape[0] > 300
+    assert imread(out / "study_differences.png").shape[0] > 200
 
 
 def test_study_errors_write_nothing(sweep, tmp_path, capsys):
