@@ -16,7 +16,9 @@ from fmnist import CLASSES
 from model import elbo_per_image, eval_mode, iw_log_likelihood
 from utils import elbo_to_bpd, mean_and_se
 
-ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016: unit d is active when Cov_x(E_q[z_d]) > 0.01
+# Burda et al. 2016: unit d is active when Cov_x(E_q[z_d]) > 0.01. Measured on mu_0(x), the mean of the base
+# Gaussian q_0(z_0|x): without a flow that is E_q[z_d]; with one it is not the mean of the flow's output z_L.
+ACTIVE_THRESHOLD = 0.01
 
 
 @torch.inference_mode()
@@ -69,7 +71,8 @@ def summarize(per_image, active_threshold=ACTIVE_THRESHOLD):
 
     Returns a flat dict: num_images, iw_samples; bpd, bpd_se, nelbo_nats, nelbo_nats_se, rec_nats,
     kl_nats (the negative ELBO, one z per image); iw_bpd, iw_bpd_se, iw_nats, iw_nats_se (the negative
-    IW bound); gap_bpd, gap_bpd_se (bpd - iw_bpd, paired); active_units; and the dicts "per_class"
+    IW bound); gap_bpd, gap_bpd_se (bpd - iw_bpd, paired); active_units (of the base Gaussian's mean mu_0(x),
+    see ACTIVE_THRESHOLD); and the dicts "per_class"
     (count, bpd, bpd_se, iw_bpd, iw_bpd_se per class name) and "latents".
     """
     dims, n = per_image["dims"], len(per_image["nelbo"])
@@ -95,7 +98,7 @@ def summarize(per_image, active_threshold=ACTIVE_THRESHOLD):
     summary["per_class"] = per_class
 
     mean_var = per_image["mean"].var(dim=0) if n > 1 else torch.zeros(per_image["mean"].shape[1])  # [D]
-    active = mean_var > active_threshold  # [D] bool: Cov_x(E_q[z_d]) > threshold
+    active = mean_var > active_threshold  # [D] bool: Var_x(mu_0,d(x)) > threshold (with a flow: of z_0's mean)
     summary["active_units"] = int(active.sum())
     kl_per_dim = per_image["kl_per_dim"]
     summary["latents"] = {
