@@ -18,12 +18,17 @@ from pathlib import Path
 REPORT_DIR = Path(__file__).resolve().parent
 REPO_ROOT = REPORT_DIR.parent
 sys.path.insert(0, str(REPO_ROOT / "part1"))
+if __name__ == "__main__":  # before numpy, matplotlib and torch: a signal while they import ends in one line
+    import entry
+    entry.guard_startup()
+
+import numpy as np  # noqa: E402
 
 import compare  # noqa: E402
 import plots  # noqa: E402
 import run_folder  # noqa: E402
 import study  # noqa: E402
-from checkpoints import check_writable, write_bytes, write_text  # noqa: E402
+from atomic_io import check_writable, write_bytes, write_text  # noqa: E402
 from cli_common import ArgumentParser, UserError, run_cli  # noqa: E402
 from config import defaults  # noqa: E402
 from fmnist import DataError, check_idx  # noqa: E402
@@ -96,11 +101,24 @@ def command_line(args, default):
     return "`" + " ".join(parts) + "`"
 
 
+def real_test_images(data_dir):
+    """The 4-bit test images [N, 28, 28] of a run's data folder, or None when they cannot be read."""
+    if not data_dir:
+        return None
+    path = run_folder.find_data_dir(data_dir) / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    try:
+        count = check_idx(path, 0x0803, (28, 28))
+    except (OSError, DataError):
+        return None
+    pixels = np.frombuffer(path.read_bytes()[16:], dtype=np.uint8).reshape(count, 28, 28).astype(int)
+    return np.minimum(pixels * 16 // 255, 15)  # fmnist.quantize
+
+
 def curve_summary(run):
     """One sentence on the validation curve, so the report's prose needs no typed numbers."""
     val = {h["epoch"]: h["val_bpd"] for h in run["history"] if h.get("val_bpd") is not None}
     epochs = sorted(val)
-    shown = [e for e in dict.fromkeys([epochs[0], 10, epochs[-1]]) if e in val]
+    shown = [e for e in dict.fromkeys([epochs[0], 2, 10, epochs[-1]]) if e in val]
     below = next((e for e in epochs if val[e] < 2.0), None)
     return (f"`{run['name']}`: validation bpd after " + ", ".join(f"epoch {e}: {fmt(val[e])}" for e in shown)
             + (f"; first below 2.0 after epoch {below}." if below is not None else "; never below 2.0."))
@@ -123,12 +141,26 @@ def evaluation_markdown(run):
         for name, c in e["per_class"].items()])
     latents = e["latents"]
     kl = latents.get("kl_per_dim")
-    lines = [f"- active units: {e['active_units']} of {latents['z_dim']} (Cov_x(E_q[z_d]) > {latents['active_threshold']})",
+    lines = [f"- active units: {e['active_units']} of {latents['z_dim']} (dimensions d with Var_x(μ₀,d(x)) > "
+             f"{latents['active_threshold']}, μ₀ the mean of the base Gaussian q₀(z₀|x): E_q[z_d] without a flow)",
              f"- reconstruction {fmt(e['rec_nats'], 2)} nats, KL {fmt(e['kl_nats'], 2)} nats per image"]
     if kl:
         lines.append("- KL per dimension (nats): " + ", ".join(fmt(v) for v in kl))
-    return "\n\n".join([f"#### Separate test evaluation of `{run['name']}` (eval_test.json)", about, estimates,
-                        "**Per class**", per_class, "**Latents**", "\n".join(lines)])
+    n = f"{e['num_images']:,}"
+    estimates += (f"\n\n± one standard error of the mean over the {n} test images; for the gap, of the {n} "
+                  "per-image differences between the two estimates (paired).")
+    per_class += "\n\n± one standard error of the mean over the class's test images (the count column)."
+    parts = [f"#### Separate test evaluation of `{run['name']}` (eval_test.json)", about, estimates]
+    m = run["metrics"]
+    if Path(e["checkpoint"]).name == "best.pt" and e["epoch"] == m.get("best_epoch") and "test_bpd" in m:
+        same = (f"This is the checkpoint of the first table (epoch {e['epoch']}): its negative ELBO is "
+                f"{fmt(m['test_bpd'])} there (training's final test pass) and {fmt(e['bpd'])} here (this separate "
+                f"pass, seed {e['seed']}), which differ only by the random draws of z")
+        if "test_iw_bpd" in m:
+            same += (f"; its IW bound {fmt(m['test_iw_bpd'])} there (K = {m['iw_samples']:,}) and "
+                     f"{fmt(e['iw_bpd'])} here (K = {e['iw_samples']:,}) differ by those draws and by K")
+        parts.append(same + ".")
+    return "\n\n".join(parts + ["**Per class**", per_class, "**Latents**", "\n".join(lines)])
 
 
 def results_markdown(runs):
@@ -136,7 +168,8 @@ def results_markdown(runs):
     default = defaults()
     header = ["run", "data", "epochs", "z_dim", "best epoch", "best val bpd", "test bpd",
               "test IW bpd (K)", "seconds / epoch", "wall time", "device", "command"]
-    rows = []
+    rows, real = [], real_test_images(runs[0]["args"].get("data_dir"))
+    count = runs[0]["eval"]["num_images"] if runs[0]["eval"] else len(real) if real is not None else None
     for run in runs:
         m, a = run["metrics"], run["args"]
         iw = f"{fmt_pm(m['test_iw_bpd'], m.get('test_iw_bpd_se'))} ({m['iw_samples']})" if "test_iw_bpd" in m else "–"
@@ -146,7 +179,8 @@ def results_markdown(runs):
                      command_line(a, default)])
     parts = [table(header, rows),
              "Test bpd: negative ELBO of the best-by-validation model on the test split, one sample of z per image, "
-             "in bits per dimension; test IW bpd: the negative importance-weighted bound with K samples. "
+             "in bits per dimension; test IW bpd: the negative importance-weighted bound with K samples, ± one "
+             f"standard error of the mean over the {f'{count:,} ' if count else ''}test images. "
              "Validation curves (the same quantity on the validation split after each epoch):\n\n"
              + "\n".join(f"- {curve_summary(r)}" for r in runs),
              "#### Test negative ELBO in nats per image\n\n" + table(
@@ -154,7 +188,8 @@ def results_markdown(runs):
                  [[f"`{r['name']}`", fmt(r["metrics"]["test_rec_nats"], 2), fmt(r["metrics"]["test_kl_nats"], 2),
                    fmt(r["metrics"]["test_rec_nats"] + r["metrics"]["test_kl_nats"], 2)] for r in runs])]
     parts += [evaluation_markdown(r) for r in runs if r["eval"]]
-    return "\n\n".join(parts)
+    brightness = plots.brightness_text(runs[0], real)
+    return "\n\n".join(parts + ([brightness] if brightness else []))
 
 
 def save_figure(fig, path):
@@ -164,12 +199,8 @@ def save_figure(fig, path):
 
 
 def load_finished(run_dir):
-    if not run_dir.is_dir():
-        raise UserError(f"run folder {run_dir} does not exist")
-    if not run_folder.is_finished(run_dir):
-        raise UserError(f"{run_dir} has no metrics.json: the run is unfinished (resume it with part1/train_torch.py "
-                        "--resume) or not a run folder; nothing was written")
-    return run_folder.load_run(run_dir)
+    """A finished run with every field the results block reads (run_folder.load_finished_run)."""
+    return run_folder.load_finished_run(run_dir)
 
 
 def replace_block(report, markers, block, path):

@@ -4,9 +4,21 @@ folders loaded by run_folder.load_run.
 import math
 from statistics import NormalDist
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.image import imread
+from matplotlib.image import imread as _imread
+
+from cli_common import UserError, first_line
+
+
+def read_png(png):
+    """A run's PNG as an array; a damaged one (or a folder in its place) is a one-line UserError."""
+    try:
+        return _imread(png)
+    except Exception as error:  # PIL and matplotlib raise several types (OSError, ValueError, SyntaxError, ...)
+        raise UserError(f"{png} is not a readable PNG ({first_line(error)[:120]}); regenerate it by rerunning "
+                        "the training or evaluate.py") from None
 
 
 def new_figure(**kwargs):
@@ -28,7 +40,7 @@ def plot_bpd_curves(run, data=""):
     m = run["metrics"]
     if m.get("test_bpd") is not None and m.get("best_epoch") is not None:
         ax.plot([m["best_epoch"]], [m["test_bpd"]], "k*", markersize=12,
-                label=f"test, best-by-validation model (epoch {m['best_epoch']}): {m['test_bpd']:.3f}")
+                label=f"test, best-by-validation model (epoch {m['best_epoch']}): {m['test_bpd']:.4f}")
     z_dim = run["args"].get("z_dim")
     ax.set_title(f"Negative ELBO during training{f' (z_dim {z_dim})' if z_dim is not None else ''}"
                  + (f"\n{data}" if data else ""), fontsize=10)
@@ -53,7 +65,7 @@ def plot_samples(run, data=""):
     fig = new_figure(figsize=(3.2 * ncols, 3.5 * nrows), dpi=150, layout="constrained")
     for i, (epoch, png) in enumerate(samples.items()):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.imshow(imread(png), cmap="gray", interpolation="nearest")
+        ax.imshow(read_png(png), cmap="gray", interpolation="nearest")
         ax.set_title(sample_title(epoch))
         ax.set_axis_off()
     z_dim = run["args"].get("z_dim")
@@ -62,9 +74,45 @@ def plot_samples(run, data=""):
     return fig
 
 
+FRAME, BRIGHT = 3, 4  # brightness_text: the frame's width in pixels, the lowest "bright" level (of 0..15)
+
+
+def grid_levels(png):
+    """The 28x28 images of a make_grid PNG (padding 2) as 4-bit levels [N, 28, 28], or None if not such a grid."""
+    image = read_png(png)
+    levels = np.rint((image[..., 0] if image.ndim == 3 else image) * 15).astype(int)
+    rows, cols = ((n - 2) / 30 for n in levels.shape)
+    if rows != int(rows) or cols != int(cols) or rows < 1 or cols < 1:
+        return None
+    return np.stack([levels[2 + 30 * r:30 + 30 * r, 2 + 30 * c:30 + 30 * c]
+                     for r in range(int(rows)) for c in range(int(cols))])
+
+
+def bright_shares(images):
+    """(share of frame pixels, share of interior pixels) at level >= BRIGHT, over all images [N, 28, 28]."""
+    frame = np.ones((28, 28), dtype=bool)
+    frame[FRAME:-FRAME, FRAME:-FRAME] = False
+    return float((images[:, frame] >= BRIGHT).mean()), float((images[:, ~frame] >= BRIGHT).mean())
+
+
+def brightness_text(run, real=None):
+    """One sentence measuring how bright the sample grids' backgrounds are, and the real test images' (levels)."""
+    parts = []
+    for epoch, png in run["samples"].items():
+        if (tiles := grid_levels(png)) is not None:
+            parts.append("{}: {:.0%} / {:.0%}".format(sample_title(epoch).split(" (")[0], *bright_shares(tiles)))
+    if not parts:
+        return None
+    if real is not None and len(real):
+        parts.append("the {:,} real test images: {:.0%} / {:.0%}".format(len(real), *bright_shares(real)))
+    return (f"Sample grids of `{run['name']}`: the share of pixels at level {BRIGHT} or above (of 0-15) in each "
+            f"28x28 image's outer {FRAME}-pixel frame (mostly background in real images) / in its "
+            f"{28 - 2 * FRAME}x{28 - 2 * FRAME} interior: " + "; ".join(parts) + ".")
+
+
 def plot_manifold(png, data=""):
     """Re-plot vae_manifold.png with the z1/z2 axes marked at the grid's ppf values."""
-    image = imread(png)
+    image = read_png(png)
     fig = new_figure(figsize=(8.6, 8.6), dpi=150, layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(image, cmap="gray", interpolation="nearest")
