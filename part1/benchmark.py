@@ -8,6 +8,10 @@ project's default, its fastest option combination, and the training step alone (
 Every figure is images per second of training (forward + backward + Adam), after warm-up, over a
 fixed number of steps; each is measured --repeats times, interleaved, and the median is reported.
 """
+if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line (entry.py)
+    import entry
+    entry.guard_startup()
+
 import itertools
 import json
 import os
@@ -26,7 +30,7 @@ import torchvision
 from torch.utils.data import DataLoader
 
 import hardware
-from checkpoints import check_writable, write_json
+from atomic_io import check_writable, write_json
 from cli_common import ArgumentParser, UserError, int_at_least, resolve_device, run_cli
 from config import parse_train_args
 from fmnist import RAW_FILES, fmnist
@@ -74,7 +78,7 @@ def bench_baseline(data_dir, device, batch_size, steps, warmup, workers):
                         persistent_workers=workers > 0)
     model = VAE(num_filters=32, z_dim=20, lr=1e-3).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = itertools.cycle(loader) if len(loader) < warmup + steps else iter(loader)
+    batches, seen = counted(cycled(loader))
 
     def run(n):
         for _ in range(n):
@@ -86,7 +90,33 @@ def bench_baseline(data_dir, device, batch_size, steps, warmup, workers):
             bpd.item()  # the template logs every step
 
     run(warmup)
-    return steps * batch_size / timed(lambda: run(steps), device)
+    return images_per_second(run, steps, seen, device)
+
+
+def cycled(loader):
+    """The loader's batches, epoch after epoch without end (each epoch draws its own order), so a training set
+    smaller than steps x batch size is trained on again rather than ending the measurement early."""
+    while True:
+        yield from loader
+
+
+def counted(batches):
+    """(iterator over `batches`, counter): counter[0] is the number of images the iterator has yielded."""
+    seen = [0]
+
+    def counting():
+        for imgs, labels in batches:
+            seen[0] += len(imgs)
+            yield imgs, labels
+    return counting(), seen
+
+
+def images_per_second(run, steps, seen, device):
+    """Time run(steps) and divide the images it really trained on (counted, so a short last batch or a small
+    training set cannot inflate the figure) by the seconds."""
+    before = seen[0]
+    seconds = timed(lambda: run(steps), device)
+    return (seen[0] - before) / seconds
 
 
 class ProjectTrainer:
@@ -102,10 +132,11 @@ class ProjectTrainer:
         self.model, self.optimizer, self.loss_fn = build_model(args, device, choice)
 
     def images_per_second(self, steps, warmup):
-        run = lambda n: train_vae(self.model, itertools.islice(self.loader, n), self.optimizer,  # noqa: E731
+        batches, seen = counted(cycled(self.loader))
+        run = lambda n: train_vae(self.model, itertools.islice(batches, n), self.optimizer,  # noqa: E731
                                   self.choice["precision"], self.args.grad_clip, loss_fn=self.loss_fn)
         run(warmup)
-        return steps * self.args.batch_size / timed(lambda: run(steps), self.device)
+        return images_per_second(run, steps, seen, self.device)
 
     def step_images_per_second(self, steps, warmup):
         """The training step alone, on one fixed batch already on the device: the ceiling."""

@@ -1,8 +1,6 @@
-"""Files a run writes, never left half-written, and checkpoints that cannot run code.
+"""Checkpoints: written atomically (atomic_io), loaded so that they cannot run code.
 
-Every write goes to a temporary file in the same folder, is flushed and fsynced, then renamed over
-the target with os.replace (atomic on POSIX): a crash or a full disk leaves the old file or the new
-one, never a torn one. Loads use torch.load(weights_only=True), which refuses pickled objects other
+Loads use torch.load(weights_only=True), which refuses pickled objects other
 than tensors and plain Python values, so a crafted checkpoint cannot execute code; the dict's
 structure is then checked in one place (`load_checkpoint`).
 
@@ -10,8 +8,7 @@ A checkpoint is a dict: model, optimizer (state dicts), epoch, best_val_bpd, bes
 run's settings, a dict of plain values), wall_time_s, rng (every random state: torch, cuda, numpy,
 python, data order).
 """
-import json
-import os
+import math
 import random
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import numpy as np
 import torch
 import torchvision
 
+from atomic_io import atomic_write
 from cli_common import UserError, first_line
 
 
@@ -26,73 +24,14 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, unsafe or for another model (one-line message, exit 2)."""
 
 
-def _atomic_write(path, write):
-    """Write through `write(file)` into path.tmp, fsync, rename over `path`; on failure remove the
-    temporary file, keep the old `path`, and raise a one-line UserError naming the file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {error.strerror or first_line(error)}; "
-                        f"{path.name} is unchanged (free disk space or fix the folder's permissions)") from None
-
-
-def write_bytes(path, data):
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def write_text(path, text):
-    write_bytes(path, text.encode())
-
-
-def write_json(path, obj):
-    """`obj` as indented, strict JSON (NaN/Inf become null)."""
-    write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
-
-
 def save_image(path, grid):
-    """A [3, H, W] float image in [0, 1] as a PNG (torchvision's encoder)."""
-    _atomic_write(path, lambda f: torchvision.utils.save_image(grid, f, format="png"))
+    """A [3, H, W] float image in [0, 1] as a PNG (torchvision's encoder), written atomically."""
+    atomic_write(path, lambda f: torchvision.utils.save_image(grid, f, format="png"))
 
 
 def save_checkpoint(path, state):
     """torch.save `state` (a dict of tensors and plain values) to `path` atomically."""
-    _atomic_write(path, lambda f: torch.save(state, f))
-
-
-def check_writable(path, flag=""):
-    """A one-line UserError unless `path` (a file to be written later) can be created: its nearest existing
-    ancestor must be a folder we can create files in. Creates nothing, so a refused run leaves no trace."""
-    path = Path(path)
-    what = f"{flag} {path}" if flag else str(path)
-    if path.is_dir():
-        raise UserError(f"cannot write {what}: it is a folder; give a file path")
-    parent = next(p for p in [path.parent, *path.parent.parents] if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {what}: {parent} is not a writable folder; choose another path")
-
-
-def remove_stale_tmp(folder):
-    """Delete *.tmp files a killed process left behind (the targets themselves are intact)."""
-    for tmp in Path(folder).glob("*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-def _json_safe(obj):
-    """NaN/inf -> None, recursively, so the file is strict JSON."""
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 # ---- random states ----------------------------------------------------------------------------------
@@ -121,11 +60,41 @@ def set_rng_states(states, data_order):
     data_order.set_state(states["data_order"])
 
 
-def checkpoint_state(model, optimizer, epoch, best_val_bpd, best_epoch, args_dict, wall_time_s, data_order):
-    """The checkpoint dict of the module docstring."""
+def checkpoint_state(model, optimizer, epoch, best_val_bpd, best_epoch, args_dict, wall_time_s, data_order,
+                     history=None):
+    """The checkpoint dict of the module docstring; `history`: the epoch records 1..epoch (what a resume writes
+    back to history.jsonl, so that a history file torn or cut after the checkpoint loses nothing)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "best_val_bpd": best_val_bpd, "best_epoch": best_epoch, "args": args_dict,
-            "wall_time_s": wall_time_s, "rng": rng_states(data_order)}
+            "wall_time_s": wall_time_s, "rng": rng_states(data_order), "history": list(history or [])}
+
+
+def restore_training_state(state, path, model, optimizer, data_order):
+    """Load a resumed checkpoint's weights, optimizer state and random states into a freshly built run; any
+    part that does not fit (other shapes, damaged states) is a one-line CheckpointError naming the file."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: its weights do not match the model its args describe "
+                              f"({first_line(error)[:160]}); the checkpoint is damaged") from None
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    saved = state["optimizer"]
+    try:
+        counts = [len(group["params"]) for group in saved["param_groups"]]
+        shapes_fit = all((torch.is_tensor(value) and (value.dim() == 0 or value.shape == parameters[int(i)].shape))
+                         or (isinstance(value, (int, float)) and not isinstance(value, bool))  # "step", older torch
+                         for i, entry in saved["state"].items() for value in entry.values())
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        counts, shapes_fit = None, False
+    if counts != [len(group["params"]) for group in optimizer.param_groups] or not shapes_fit:
+        raise CheckpointError(f"{path}: its optimizer state does not match the model's parameters; the "
+                              "checkpoint is damaged")
+    try:
+        optimizer.load_state_dict(saved)
+        set_rng_states(state["rng"], data_order)
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise CheckpointError(f"{path}: its optimizer or random states are damaged ({first_line(error)[:160]}); "
+                              "a resume could not continue the run exactly") from None
 
 
 # ---- loading ----------------------------------------------------------------------------------------
@@ -163,7 +132,29 @@ def load_checkpoint(path, map_location="cpu", for_resume=False):
         missing = [name for name in _RNG_ENTRIES if name not in state["rng"]]
         if missing:
             raise CheckpointError(f"{not_ours} (random states {', '.join(missing)} missing; it cannot be resumed)")
+        _check_progress(state, path)
     return state
+
+
+def _check_progress(state, path):
+    """The resume entries' values agree with each other: 1 <= epoch, 0 <= best_epoch <= epoch, a finite
+    non-negative wall time, a bpd that is a number, and (when present) one history record per epoch 1..epoch."""
+    epoch, best_epoch = state["epoch"], state["best_epoch"]
+    problems = []
+    if epoch < 1:
+        problems.append(f"epoch {epoch} < 1")
+    if not 0 <= best_epoch <= epoch:
+        problems.append(f"best_epoch {best_epoch} outside 0..{epoch}")
+    if not math.isfinite(state["wall_time_s"]) or state["wall_time_s"] < 0:
+        problems.append(f"wall_time_s {state['wall_time_s']}")
+    if math.isnan(state["best_val_bpd"]):
+        problems.append("best_val_bpd NaN")
+    history = state.get("history")
+    if history is not None and (not isinstance(history, list) or [
+            r.get("epoch") if isinstance(r, dict) else None for r in history] != list(range(1, epoch + 1))):
+        problems.append(f"history does not hold one record per epoch 1..{epoch}")
+    if problems:
+        raise CheckpointError(f"{path} contradicts itself ({'; '.join(problems)}); it cannot be resumed")
 
 
 FAMILY = ("z_dim", "num_filters", "flow", "flow_length")  # what the saved weights' shapes depend on

@@ -103,13 +103,19 @@ def _raise_terminated(signum, frame):
 def run_cli(prog, main, args):
     """Run main(args) and exit with the README's status; every expected failure is one line on stderr.
 
-    MemoryError (a model or batch that does not fit) is a user error: the message names the flags.
+    MemoryError (a model or batch that does not fit) is a user error: the message names the flags; so is an
+    OSError that reaches here (a path the OS refused: too long, a link loop, no permission, a full disk).
     """
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # from entry's start-up guard
     try:
         main(args)
     except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except OSError as error:  # a path the OS refused (ENAMETOOLONG, ELOOP, EACCES, ENOSPC, ...): the user's to fix
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"{prog}: error: {where}{error.strerror or first_line(error)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except MemoryError:
         print(f"{prog}: error: out of memory: the model or a batch does not fit; lower --z_dim, --num_filters "
@@ -127,3 +133,4 @@ def run_cli(prog, main, args):
         sys.exit(status)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

@@ -2,15 +2,27 @@
 (option combinations), the sweep (grid points) and the report (commands rebuilt from args.json).
 """
 import argparse
+import contextlib
+import io
 from pathlib import Path
 
-from cli_common import ArgumentParser, int_at_least, positive_float, seed_type
+from cli_common import ArgumentParser, UserError, int_at_least, positive_float, seed_type
 from model import FLOW_KINDS, OBJECTIVES
 
 PART1_DIR = Path(__file__).resolve().parent
 TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
 DESCRIPTION = "Train a VAE on 4-bit FashionMNIST; report the negative ELBO in bits per dimension."
 NOT_SAVED = ("given",)  # bookkeeping of the namespace, not a setting of the run
+
+
+def run_name_type(text):
+    """argparse type: a run folder's name, one path component (no separator, not '.', '..' or hidden), so
+    that the run is written inside --log_dir and nowhere else."""
+    if not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"must be a plain folder name (no '/', not starting with '.'), got {text!r}")
+    if len(text.encode()) > 200:
+        raise argparse.ArgumentTypeError(f"is {len(text.encode())} bytes long; at most 200")
+    return text
 
 
 def build_parser(prog="train_torch.py"):
@@ -64,7 +76,7 @@ def build_parser(prog="train_torch.py"):
     logging = parser.add_argument_group("logging")
     logging.add_argument("--log_dir", type=Path, default=PART1_DIR / "VAE_logs",
                          help="each run gets a fresh timestamped folder in here")
-    logging.add_argument("--run_name", default=None,
+    logging.add_argument("--run_name", type=run_name_type, default=None,
                          help="name of the run folder instead of <date>_<time>_z<z_dim> (a sweep names its runs)")
     logging.add_argument("--sample_epochs", type=int_at_least(0), nargs="*", default=[0, 10, 80],
                          help="epochs after which an 8x8 sample grid is saved (0: before training); the last "
@@ -101,3 +113,36 @@ def defaults():
 def args_to_dict(args):
     """The settings as plain values (paths as strings): for args.json and checkpoints (weights_only)."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in NOT_SAVED}
+
+
+def check_saved_settings(settings, where):
+    """A settings dict read from a file (a checkpoint's or args.json's `args`) checked as the command line would
+    check it: every known setting is rebuilt into its flag and parsed by the same parser (types, ranges,
+    choices), and paths must be strings. Unknown keys (e.g. auto_choices) are left alone. One-line UserError
+    naming `where` and the setting."""
+    default = defaults()
+    argv = []
+    for name, value in settings.items():
+        if name not in default or name == "resume" or (value is None and default[name] is None):
+            continue
+        if value is None or (isinstance(default[name], str) and not isinstance(value, str)):
+            raise UserError(f"{where}: setting {name!r} is {value!r}, not a {'path' if name.endswith('dir') else 'value'}"
+                            " of the right type; the file is damaged")
+        if isinstance(value, bool) and name == "deterministic":
+            argv += ["--deterministic"] if value else []
+        elif isinstance(value, bool) and (default[name] is None or isinstance(default[name], bool)):
+            argv.append(f"--{name}" if value else f"--no-{name}")
+        elif isinstance(value, list):
+            argv += [f"--{name}", *map(str, value)]
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            argv += [f"--{name}", str(value)]
+        else:
+            raise UserError(f"{where}: setting {name!r} is {value!r}, not of the right type; the file is damaged")
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
+            build_parser().parse_args(argv)
+    except SystemExit:
+        message = captured.getvalue().strip().splitlines()[-1:] or ["invalid"]
+        raise UserError(f"{where}: {message[0].split(': error: ', 1)[-1].replace(' (see --help)', '')}; "
+                        "the file is damaged") from None

@@ -9,6 +9,10 @@ al. (2016), which is at least as tight and tends to log p(x) as K grows. Results
 in the run folder, pictures to reconstructions_<split>.png and interpolations_<split>.png there, and
 everything to the run's TensorBoard.
 """
+if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line (entry.py)
+    import entry
+    entry.guard_startup()
+
 import os
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ import run_folder
 from checkpoints import CheckpointError, load_checkpoint, save_image
 from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, first_line, int_at_least, resolve_device,
                         run_cli, seed_type, signal_name_and_status)
+from config import check_saved_settings
 from estimates import evaluate_loader, evaluation_record
 from fmnist import fmnist
 from model import VAE, eval_mode
@@ -75,12 +80,13 @@ def first_images(loader, count):
     return torch.cat(taken)[:count]
 
 
-def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, steps=10):
+def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, steps=10, written=None):
     """Write reconstructions_<split>.png and interpolations_<split>.png into run_dir (and TensorBoard).
 
     Uses the first 2 * count images of the split: images 0..count-1 for the reconstructions,
     pairs (i, count + i) for the interpolations (fewer on a smaller split). Returns
-    {"reconstructions": file name, "interpolations": file name}.
+    {"reconstructions": file name, "interpolations": file name}; each name is also appended to `written`
+    (a list) as soon as its file is complete.
     """
     with eval_mode(model):
         imgs = first_images(loader, 2 * count).to(model.device)  # [<=2*count, 1, 28, 28]
@@ -92,6 +98,8 @@ def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, s
     for kind, grid in grids.items():
         names[kind] = f"{kind}_{split}.png"
         save_image(run_dir / names[kind], grid)
+        if written is not None:
+            written.append(names[kind])
         if writer is not None:
             writer.add_image(f"eval_{split}/{kind}", grid, step)
     return names
@@ -113,6 +121,7 @@ def load_model(path, device):
         raise CheckpointError(f"checkpoint not found: {path} (give a run folder holding checkpoints/best.pt, "
                               "or a .pt file written by train_torch.py)")
     ckpt = load_checkpoint(path)
+    check_saved_settings(ckpt["args"], f"{path}, args")
     args = ckpt["args"]
     try:
         model = VAE(int(args["num_filters"]), int(args["z_dim"]), float(args.get("lr", 1e-3)),
@@ -141,11 +150,14 @@ def main(args):
     if not os.access(run_dir, os.W_OK):
         raise UserError(f"cannot write the results into {run_dir}; make it writable")
 
+    written = []  # what this evaluation has written so far, for the line an interrupt prints
     try:
         per_image = evaluate_loader(model, loader, args.iw_samples, args.chunk_size, args.seed, progress=None)
         step = int(ckpt.get("epoch", 0) or 0)
-        with SummaryWriter(run_dir) as writer:  # the folder is writable (checked above): no writer-thread errors
-            pictures = save_pictures(model, loader, run_dir, args.split, writer, step)
+        # Files only after the long computation; eval_<split>.json last, so it is the old one or the whole new one.
+        with run_folder.locked(run_dir), SummaryWriter(run_dir) as writer:  # writable (checked above)
+            written.append("a TensorBoard event file")
+            pictures = save_pictures(model, loader, run_dir, args.split, writer, step, written=written)
             result = evaluation_record(per_image, checkpoint=str(ckpt_path), epoch=ckpt.get("epoch"),
                                        split=args.split, data_dir=str(data_dir), seed=args.seed, device=str(device),
                                        pictures=pictures, wall_time_s=time.time() - start)
@@ -154,8 +166,9 @@ def main(args):
                 writer.add_scalar(f"eval_{args.split}/{name}", result[name], step)
     except (KeyboardInterrupt, Terminated) as stop:
         name, status = signal_name_and_status(stop)
-        written = run_folder.eval_path(run_dir, args.split)
-        raise Interrupted(f"stopped by {name}; {written.name} was not (re)written", status) from None
+        target = run_folder.eval_path(run_dir, args.split).name
+        done = f"written before the stop: {', '.join(written)}" if written else "nothing was written"
+        raise Interrupted(f"stopped by {name}; {target} was not (re)written; {done}", status) from None
 
     print(f"{args.split}: {result['num_images']} images | ELBO {result['bpd']:.4f} +- {result['bpd_se'] or 0:.4f} "
           f"bpd ({result['nelbo_nats']:.2f} nats) | IW K={args.iw_samples} {result['iw_bpd']:.4f} +- "

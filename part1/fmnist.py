@@ -1,7 +1,8 @@
 """FashionMNIST quantized to 4 bits (16 intensity levels), held in memory, served in batches.
 
-torchvision finds, downloads and parses the IDX files; the whole set is then quantized once
-into a uint8 tensor, and loaders index whole batches from it (no per-sample PIL transform).
+torchvision downloads the IDX files when they are missing; this module checks and parses the raw files
+itself (never torchvision's processed cache), quantizes the whole set once into a uint8 tensor, and
+loaders index whole batches from it (no per-sample PIL transform).
 """
 import contextlib
 import io
@@ -108,8 +109,28 @@ def _load_split(root, train, download):
     if num_images != num_labels:
         raise DataError(f"{raw_dir / image_file} holds {num_images} images but {label_file} holds {num_labels} "
                         "labels; replace both files with a matching pair")
-    dataset = torchvision.datasets.FashionMNIST(root, train=train, download=False)
-    return quantize(dataset.data).unsqueeze(1), dataset.targets
+    # Parsed here from the raw files just checked, never through torchvision's dataset class, which prefers a
+    # cached FashionMNIST/processed/*.pt (unpickled, unchecked, possibly stale) over the raw files.
+    images = read_idx(raw_dir / image_file, num_images, (28, 28))  # uint8 [N, 28, 28]
+    labels = read_idx(raw_dir / label_file, num_labels, ()).long()  # [N]
+    if int(labels.max()) >= len(CLASSES):
+        raise DataError(f"{raw_dir / label_file} holds label {int(labels.max())}; FashionMNIST has "
+                        f"{len(CLASSES)} classes (0..{len(CLASSES) - 1}); download it again")
+    return quantize(images).unsqueeze(1), labels
+
+
+def read_idx(path, count, item_shape):
+    """The uint8 payload of an IDX file whose header check_idx accepted: a tensor [count, *item_shape]."""
+    header_size = 4 * (2 + len(item_shape))
+    try:
+        with open(path, "rb") as f:
+            f.seek(header_size)
+            payload = f.read()
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    if len(payload) != count * math.prod(item_shape):
+        raise DataError(f"{path} changed while it was read; check the file and retry")
+    return torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(count, *item_shape)
 
 
 def check_idx(path, magic, item_shape):
@@ -120,9 +141,12 @@ def check_idx(path, magic, item_shape):
     """
     num_dims = 1 + len(item_shape)
     header_size = 4 * (1 + num_dims)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        header = f.read(header_size)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header = f.read(header_size)
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}; check the file's permissions") from None
     if len(header) < header_size:
         raise DataError(f"{path} is truncated ({size} bytes, shorter than its header); download it again")
     found_magic, count, *dims = struct.unpack(f">{1 + num_dims}I", header)

@@ -11,6 +11,10 @@ their first checkpoint. SWEEP_DIR/sweep.json: the grid, the passthrough, each po
 SWEEP_DIR/sweep.sbatch, a job array whose task i runs this script with --only i, and runs nothing. Exit statuses as
 train_torch.py's; a failed run stops the sweep with its status; SIGINT/SIGTERM are forwarded to the running child.
 """
+if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line (entry.py)
+    import entry
+    entry.guard_startup()
+
 import argparse
 import contextlib
 import io
@@ -24,7 +28,7 @@ import time
 from pathlib import Path
 
 import run_folder
-from checkpoints import write_json, write_text
+from atomic_io import write_json, write_text
 from cli_common import EXIT_SIGINT, ArgumentParser, Interrupted, Terminated, UserError, int_at_least, run_cli, seed_type, \
     signal_name_and_status
 from config import PART1_DIR, TRAIN_SCRIPT, parse_train_args

@@ -6,7 +6,12 @@ Every run writes a fresh folder under --log_dir (its layout and file formats: ru
 README): args.json, TensorBoard events, history.jsonl, sample grids, checkpoints/{best,last}.pt,
 metrics.json and, for z_dim == 2, vae_manifold.png.
 """
+if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line (entry.py)
+    import entry
+    entry.guard_startup()
+
 import argparse
+import contextlib
 import math
 import random
 import time
@@ -19,7 +24,8 @@ from tqdm import tqdm
 
 import hardware
 import run_folder
-from checkpoints import checkpoint_state, load_checkpoint, remove_stale_tmp, save_checkpoint, save_image, set_rng_states
+from atomic_io import remove_stale_tmp
+from checkpoints import checkpoint_state, load_checkpoint, restore_training_state, save_checkpoint, save_image
 from cli_common import Interrupted, Terminated, UserError, resolve_device, run_cli, signal_name_and_status
 from config import args_to_dict, parse_train_args
 from estimates import evaluate_loader, evaluation_record
@@ -64,7 +70,8 @@ def speed_choices(args, device, num_train, saved):
 
 
 def log_epoch(writer, run_dir, epoch, stats, seconds):
-    """One epoch's statistics ({split: {name: value}}) to TensorBoard (split/name) and history.jsonl (split_name)."""
+    """One epoch's statistics ({split: {name: value}}) to TensorBoard (split/name) and history.jsonl (split_name);
+    returns the history record."""
     record = {"epoch": epoch, "seconds": seconds}
     for split, values in stats.items():
         for name, value in values.items():
@@ -72,6 +79,7 @@ def log_epoch(writer, run_dir, epoch, stats, seconds):
             record[f"{split}_{name}"] = value
     writer.add_scalar("time/epoch_seconds", seconds, epoch)
     run_folder.append_history(run_dir, record)
+    return record
 
 
 def start_or_resume(args):
@@ -122,19 +130,22 @@ def main(args):
     run_dir, writer = None, None
     start_epoch = 1 if state is None else state["epoch"] + 1
     epoch, last_saved = start_epoch, start_epoch - 1
+    history = []  # the epoch records 1..epoch, which every checkpoint carries
+    lock = contextlib.ExitStack()  # holds the run folder's lock (run_folder.locked) until the run ends
     try:
         if state is None:
             run_dir = run_folder.make_run_dir(args.log_dir, args.z_dim, args.run_name)
+            lock.enter_context(run_folder.locked(run_dir))
             best_val_bpd, best_epoch, elapsed = math.inf, 0, 0.0
         else:
             run_dir = Path(args.resume).resolve()
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            set_rng_states(state["rng"], data_order)
+            lock.enter_context(run_folder.locked(run_dir))  # before anything of the run is touched
+            restore_training_state(state, run_dir / "checkpoints" / "last.pt", model, optimizer, data_order)
             best_epoch = state["best_epoch"]
             best_val_bpd, elapsed = state["best_val_bpd"], state["wall_time_s"]
             remove_stale_tmp(run_dir / "checkpoints")
-            run_folder.truncate_history(run_dir, start_epoch)
+            remove_stale_tmp(run_dir)
+            history = run_folder.restore_history(run_dir, state)
         args_dict = {**args_to_dict(args), "auto_choices": choice}
         run_folder.write_args(run_dir, args_dict)
         ckpt_dir = run_dir / "checkpoints"
@@ -162,11 +173,11 @@ def main(args):
 
             # Log, then checkpoint: `best` on a new best validation bpd first, then `last`, so that
             # `last` never points to a best epoch whose weights were not saved.
-            log_epoch(writer, run_dir, epoch, {"train": train_stats, "val": val_stats}, seconds)
+            history.append(log_epoch(writer, run_dir, epoch, {"train": train_stats, "val": val_stats}, seconds))
             if val_stats["bpd"] < best_val_bpd:
                 best_val_bpd, best_epoch = val_stats["bpd"], epoch
             ckpt = checkpoint_state(model, optimizer, epoch, best_val_bpd, best_epoch, args_dict,
-                                    elapsed + time.time() - session_start, data_order)
+                                    elapsed + time.time() - session_start, data_order, history)
             if best_epoch == epoch:
                 save_checkpoint(ckpt_dir / "best.pt", ckpt)
             save_checkpoint(ckpt_dir / "last.pt", ckpt)
@@ -179,7 +190,6 @@ def main(args):
             tqdm.write(f"epoch {epoch:3d}/{args.epochs} | train bpd {train_stats['bpd']:.4f} | "
                        f"val bpd {val_stats['bpd']:.4f} | {seconds:.1f} s")
         metrics = test_phase(args, model, test_loader, ckpt_dir, writer, best_epoch, device)
-        history = run_folder.read_history(run_dir)
         metrics.update(best_epoch=best_epoch, best_val_bpd=best_val_bpd if best_epoch > 0 else None,
                        epochs=args.epochs, seconds_per_epoch=sum(r["seconds"] for r in history) / len(history)
                        if history else None, wall_time_s=elapsed + time.time() - session_start, device=str(device),
@@ -197,6 +207,7 @@ def main(args):
     finally:
         if writer is not None:
             writer.close()
+        lock.close()
 
     iw_text = f" | importance-weighted (K={args.final_iw_samples}) {metrics['test_iw_bpd']:.4f}" \
         if "test_iw_bpd" in metrics else ""

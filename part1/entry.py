@@ -1,0 +1,21 @@
+"""Imported first by every script, before torch: Ctrl-C or SIGTERM while the heavy imports run (a second or
+more) ends the process with one line and the README's exit status (130, 143) instead of a traceback.
+cli_common.run_cli takes the signals over once the script's main starts. Imports nothing heavy.
+"""
+import os
+import signal
+import sys
+
+STATUS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
+
+
+def _stop(signum, frame):
+    name, status = STATUS[signum]
+    os.write(2, f"{os.path.basename(sys.argv[0])}: stopped by {name} while starting; nothing was written\n".encode())
+    os._exit(status)
+
+
+def guard_startup():
+    """Install the start-up handlers (only a script's __main__ calls this, never an importing module)."""
+    for signum in STATUS:
+        signal.signal(signum, _stop)
