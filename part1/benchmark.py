@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 import hardware
 from atomic_io import check_writable, write_json
-from cli_common import ArgumentParser, UserError, int_at_least, resolve_device, run_cli
+from cli_common import ArgumentParser, UserError, int_at_least, resolve_device, resolve_path, run_cli
 from config import parse_train_args
 from fmnist import RAW_FILES, fmnist
 from loops import autocast, build_model, train_vae
@@ -187,6 +187,7 @@ def full_epoch(data_dir, device_name):
 
 def main(args):
     device = resolve_device(args.device)
+    args.out = resolve_path(args.out, "--out")
     check_writable(args.out, "--out")  # before anything is measured, so no result is lost
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True

@@ -8,6 +8,7 @@ import argparse
 import math
 import signal
 import sys
+from pathlib import Path
 
 import torch
 
@@ -89,6 +90,20 @@ def resolve_device(name):
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was requested but PyTorch sees no CUDA device; use --device cpu (or auto)")
     return torch.device(name)
+
+
+def resolve_path(path, flag):
+    """The absolute, link-free form of a path the user gave (resolved once, where it enters: every write below
+    it then refuses links, atomic_io); a link loop or a dangling link is a one-line UserError."""
+    path = Path(path).expanduser()
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError for a loop
+        raise UserError(f"{flag} {path}: a loop of symbolic links; fix or remove the link") from None
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{flag} {path} is a dangling symbolic link (to {resolved}); create that folder or fix "
+                        "the link") from None
+    return resolved
 
 
 def first_line(error):

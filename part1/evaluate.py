@@ -22,8 +22,10 @@ import torchvision
 from torch.utils.tensorboard import SummaryWriter
 
 import run_folder
+from atomic_io import check_destination
 from checkpoints import CheckpointError, load_checkpoint, save_image
 from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, first_line, int_at_least, resolve_device,
+                        resolve_path,
                         run_cli, seed_type, signal_name_and_status)
 from config import check_saved_settings
 from estimates import evaluate_loader, evaluation_record
@@ -32,6 +34,7 @@ from model import VAE, eval_mode
 from utils import decoder_mean_image
 
 PROG = "evaluate.py"
+PICTURES = ("reconstructions_{split}.png", "interpolations_{split}.png")
 
 
 @torch.inference_mode()
@@ -141,7 +144,7 @@ def main(args):
     """
     start = time.time()
     device = resolve_device(args.device)
-    ckpt_path, run_dir = resolve_checkpoint(args.checkpoint)
+    ckpt_path, run_dir = resolve_checkpoint(resolve_path(args.checkpoint, "RUN_DIR_OR_CHECKPOINT"))
     model, ckpt = load_model(ckpt_path, device)
     data_dir = args.data_dir if args.data_dir is not None else run_folder.find_data_dir(
         ckpt["args"].get("data_dir", run_folder.REPO_ROOT / "data"))
@@ -149,6 +152,8 @@ def main(args):
     loader = {"val": loaders[1], "test": loaders[2]}[args.split]
     if not os.access(run_dir, os.W_OK):
         raise UserError(f"cannot write the results into {run_dir}; make it writable")
+    for name in (run_folder.eval_path(run_dir, args.split).name, *PICTURES):  # before the long computation
+        check_destination(run_dir / name.format(split=args.split))
 
     written = []  # what this evaluation has written so far, for the line an interrupt prints
     try:

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler, random_split
 
-from cli_common import UserError, first_line
+from cli_common import UserError, first_line, resolve_path
 
 RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -81,7 +81,7 @@ class QuantizedImages(Dataset):
 
 def _load_split(root, train, download):
     """Read one official split through torchvision and quantize it: (uint8 [N,1,28,28], labels [N])."""
-    raw_dir = Path(root).expanduser().resolve() / "FashionMNIST" / "raw"
+    raw_dir = resolve_path(root, "--data_dir") / "FashionMNIST" / "raw"
     missing = [name for name in RAW_FILES if not (raw_dir / name).is_file()]
     reason = ""
     if missing and download:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from atomic_io import write_json, write_text
 from checkpoints import FAMILY, check_model_fits, load_checkpoint
-from cli_common import UserError, first_line
+from cli_common import UserError, first_line, resolve_path
 from run_schema import EVAL_FIELDS, HISTORY_FIELDS, METRICS_FIELDS, NUMBER, check_fields
 from config import PART1_DIR, TRAIN_SCRIPT, args_to_dict, check_saved_settings, defaults
 
@@ -203,7 +203,7 @@ def resumed_args(args):
                             f"keeps its settings (only --{', --'.join(RESUME_MAY_CHANGE)} may change)")
         merged[name] = new[name]
     if "data_dir" in given:
-        merged["data_dir"] = str(Path(new["data_dir"]).resolve())
+        merged["data_dir"] = str(resolve_path(new["data_dir"], "--data_dir"))
     return merged, state
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import run_folder
 from atomic_io import write_json, write_text
-from cli_common import EXIT_SIGINT, ArgumentParser, Interrupted, Terminated, UserError, int_at_least, run_cli, seed_type, \
-    signal_name_and_status
+from cli_common import (EXIT_SIGINT, ArgumentParser, Interrupted, Terminated, UserError, int_at_least, resolve_path,
+                        run_cli, seed_type, signal_name_and_status)
 from config import PART1_DIR, TRAIN_SCRIPT, parse_train_args
 from model import FLOW_KINDS, OBJECTIVES
 
@@ -214,7 +214,7 @@ def main(args):
     points = grid_points(args)
     if args.only is not None and args.only >= len(points):
         raise UserError(f"--only {args.only}: the grid has {len(points)} points (0 .. {len(points) - 1})")
-    sweep_dir = args.sweep_dir.resolve()
+    sweep_dir = resolve_path(args.sweep_dir, "SWEEP_DIR")
     if args.slurm and args.only is not None:
         raise UserError("--only is what each array task runs; leave it out with --slurm")
     if args.slurm and any(not t or any(c.isspace() for c in t) for t in (str(sweep_dir), args.job_name,

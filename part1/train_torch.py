@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 import hardware
 import run_folder
-from atomic_io import remove_stale_tmp
+from atomic_io import check_destination, remove_stale_tmp
 from checkpoints import checkpoint_state, load_checkpoint, restore_training_state, save_checkpoint, save_image
-from cli_common import Interrupted, Terminated, UserError, resolve_device, run_cli, signal_name_and_status
+from cli_common import Interrupted, Terminated, UserError, resolve_device, resolve_path, run_cli, signal_name_and_status
 from config import args_to_dict, parse_train_args
 from estimates import evaluate_loader, evaluation_record
 from fmnist import fmnist
@@ -85,7 +85,7 @@ def log_epoch(writer, run_dir, epoch, stats, seconds):
 def start_or_resume(args):
     """(settings namespace, checkpoint state or None, run folder or None) for a new or a resumed run."""
     if not args.resume:
-        args.data_dir, args.log_dir = Path(args.data_dir).resolve(), Path(args.log_dir).resolve()
+        args.data_dir, args.log_dir = resolve_path(args.data_dir, "--data_dir"), resolve_path(args.log_dir, "--log_dir")
         return args, None
     merged, state = run_folder.resumed_args(args)
     given = args.given if hasattr(args, "given") else []
@@ -138,8 +138,9 @@ def main(args):
             lock.enter_context(run_folder.locked(run_dir))
             best_val_bpd, best_epoch, elapsed = math.inf, 0, 0.0
         else:
-            run_dir = Path(args.resume).resolve()
+            run_dir = resolve_path(args.resume, "--resume")
             lock.enter_context(run_folder.locked(run_dir))  # before anything of the run is touched
+            check_destination(run_dir / "checkpoints" / "last.pt")  # a planted link there: refused before training
             restore_training_state(state, run_dir / "checkpoints" / "last.pt", model, optimizer, data_order)
             best_epoch = state["best_epoch"]
             best_val_bpd, elapsed = state["best_val_bpd"], state["wall_time_s"]
