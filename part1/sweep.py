@@ -19,11 +19,13 @@ import argparse
 import contextlib
 import io
 import itertools
+import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,17 +131,54 @@ def point_state(run_dir):
     return "interrupted" if (run_dir / "checkpoints" / "last.pt").is_file() else "pending"
 
 
+class BinaryToText:
+    """A binary sink over a text stream without a .buffer (e.g. a test's capture)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, data):
+        self.stream.write(data.decode(errors="replace"))
+
+    def flush(self):
+        self.stream.flush()
+
+
+def relay(pipe, sink, held):
+    """Forward a child's stderr to `sink` as it comes (progress bars included), holding back only a complete
+    last line: what a failed run says, which the sweep folds into its own one line. held[0]: that line."""
+    while chunk := os.read(pipe.fileno(), 65536):
+        data = held[0] + chunk
+        cut = data.rfind(b"\n", 0, len(data) - 1) + 1  # the start of the last line, complete or not
+        cut = max(cut, data.rfind(b"\r") + 1)  # a progress bar's redraws (\r) go out at once
+        sink.write(data[:cut])
+        sink.flush()
+        held[0] = data[cut:]
+
+
 def run_child(command, name):
-    """One training's exit status; a signal to the sweep is forwarded to it (in its own session, so that a
-    terminal's Ctrl-C reaches it once) and stops the sweep with the signal's status."""
-    process = subprocess.Popen(command, start_new_session=True)
+    """(exit status, the last line the child wrote to stderr) of one training; a signal to the sweep is
+    forwarded to it (in its own session, so that a terminal's Ctrl-C reaches it once) and stops the sweep with
+    the signal's status."""
+    process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE)
+    held = [b""]
+    sys.stderr.flush()  # what the sweep said before comes first
+    sink = getattr(sys.stderr, "buffer", None) or BinaryToText(sys.stderr)
+    relaying = threading.Thread(target=relay, args=(process.stderr, sink, held), daemon=True)
+    relaying.start()
     try:
-        return process.wait()
+        status = process.wait()
     except (KeyboardInterrupt, Terminated) as stop:
         signame, status = signal_name_and_status(stop)
         process.send_signal(signal.SIGINT if status == EXIT_SIGINT else signal.SIGTERM)
         process.wait()
+        relaying.join()
         raise Interrupted(f"stopped by {signame} during {name}; rerun the same command to resume it", status) from None
+    relaying.join()
+    last = held[0].decode(errors="replace").strip()
+    if status == 0 and last:
+        print(last, file=sys.stderr, flush=True)
+    return status, last
 
 
 def run_point(index, points, sweep_dir, passthrough, train):
@@ -158,10 +197,11 @@ def run_point(index, points, sweep_dir, passthrough, train):
             note = " (removed its folder: no checkpoint)"
     print(f"[{index + 1}/{len(points)}] {name}: {action}{note}", flush=True)
     if command is not None:
-        status = run_child([sys.executable, str(TRAIN_SCRIPT), *command], name)
+        status, said = run_child([sys.executable, str(TRAIN_SCRIPT), *command], name)
         if status != 0:
             how = f"status {status}" if status > 0 else f"signal {-status}"
-            raise RunFailed(f"error: run {name} failed ({how}); the sweep stopped (rerun it to retry)",
+            said = f": {said}" if said else ""
+            raise RunFailed(f"error: run {name} failed ({how}){said}; the sweep stopped (rerun it to retry)",
                             status if status > 0 else 128 - status)
     return action
 

@@ -1,9 +1,12 @@
-"""Shared helpers: part1/ on the import path, small FashionMNIST-layout IDX files written by hand, finding
-run folders, and capturing one-line errors."""
+"""Shared helpers and fixtures: part1/ and report/ on the import path, small FashionMNIST-layout IDX files
+written by hand (and as the loaders give them), the flags of a cheap run and one finished run of them, finding
+run folders and reading their history, waiting on a training process, and capturing one-line errors."""
+import json
 import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,11 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PART1 = REPO_ROOT / "part1"
 sys.path.insert(0, str(PART1))
+sys.path.insert(0, str(REPO_ROOT / "report"))  # make_figures, study
 
+# A cheap 2-epoch z_dim 2 run on the CPU: no scheduled sample grids, no final IW evaluation, no progress bar.
+SMALL = ["--epochs", "2", "--batch_size", "64", "--num_filters", "8", "--z_dim", "2", "--sample_epochs",
+         "--final_iw_samples", "0", "--device", "cpu", "--no-progress_bar"]
 
 
 def pytest_configure(config):
@@ -59,6 +66,13 @@ def generated_data(root, num_train, num_test, seed):
     return write_idx(root, *make_images(num_train, seed), *make_images(num_test, seed + 1))
 
 
+def quantized_images(num, seed):
+    """make_images as the loaders give them (4-bit levels): images long [num, 1, 28, 28], labels long [num]."""
+    from fmnist import quantize
+    images, labels = make_images(num, seed)
+    return quantize(torch.as_tensor(images)).unsqueeze(1).long(), torch.as_tensor(labels).long()
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Many small tensor ops: one intra-op thread is faster, and much faster on a busy machine (idle OpenMP
@@ -73,6 +87,22 @@ def one_thread():
 def tiny_data(tmp_path_factory):
     """A 300-image training set and a 60-image test set in torchvision's layout."""
     return generated_data(tmp_path_factory.mktemp("tiny_fmnist"), 300, 60, seed=0)
+
+
+@pytest.fixture(scope="session")
+def micro_data(tmp_path_factory):
+    """80 training images (72 train / 8 validation: 2 steps per epoch) and 20 test images: cheap epochs."""
+    return generated_data(tmp_path_factory.mktemp("micro_data"), 80, 20, seed=5)
+
+
+@pytest.fixture(scope="session")
+def finished_run(micro_data, tmp_path_factory):
+    """A finished SMALL run on micro_data (history, checkpoints, metrics.json, the last epoch's samples,
+    manifold). Shared by every module: copy it before changing anything in it."""
+    import train_torch
+    logs = tmp_path_factory.mktemp("finished")
+    train_torch.main(train_torch.parse_args(["--data_dir", str(micro_data), "--log_dir", str(logs), *SMALL]))
+    return only_run_dir(logs)
 
 
 def run_script(args, cwd=REPO_ROOT, timeout=240):
@@ -91,6 +121,35 @@ def only_run_dir(log_dir):
     runs = run_dirs(log_dir)
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def history_without_time(run_dir):
+    """A run's history.jsonl records without their wall-clock "seconds" (what reruns must reproduce)."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
+
+
+def wait_for(process, log_dir, pattern, timeout=120):
+    """Poll (every 2 ms) until a path matching pattern exists under log_dir while process runs; returns it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"training ended early: {(process.communicate()[1] or '')[-2000:]}")
+        found = list(Path(log_dir).glob(pattern))
+        if found:
+            return found[0]
+        time.sleep(0.002)
+    process.kill()
+    pytest.fail(f"no {pattern} within {timeout} s")
+
+
+class RunsCode:
+    """Pickles to a call of os.system that creates `marker`: a checkpoint holding one must be refused."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 def error_line(capsys):

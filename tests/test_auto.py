@@ -9,10 +9,7 @@ import hardware
 import loops
 import train_torch
 from checkpoints import load_checkpoint
-from conftest import run_dirs
-
-SMALL = ["--epochs", "2", "--batch_size", "64", "--num_filters", "4", "--z_dim", "2", "--sample_epochs",
-         "--final_iw_samples", "0", "--device", "cpu", "--no-progress_bar"]
+from conftest import SMALL, run_dirs
 
 
 def test_auto_choice_is_printed_recorded_and_reused_on_resume(tiny_data, tmp_path, monkeypatch, capsys):

@@ -18,6 +18,7 @@ import torch
 import benchmark
 import evaluate
 import run_folder
+import sweep
 import train_torch
 from atomic_io import atomic_write, remove_stale_tmp, write_text
 from checkpoints import load_checkpoint
@@ -323,3 +324,16 @@ def test_benchmark_counts_the_images_it_trains_on(tmp_path, monkeypatch):
     vars(args).update(num_filters=4, z_dim=2)
     trainer = benchmark.ProjectTrainer(args, choice, data, torch.device("cpu"))
     assert trainer.images_per_second(steps=3, warmup=1) == 3 * 36 / 2.0
+
+
+def test_a_sweeps_failed_run_is_one_line(tmp_path, capfd):
+    """The child's own error is folded into the sweep's one line (status 2, the child's reason in it)."""
+    data = generated_data(tmp_path / "data", 40, 10, seed=0)
+    label_file = data / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    label_file.write_bytes(label_file.read_bytes()[:-3])
+    with pytest.raises(SystemExit) as info:
+        sweep.cli([str(tmp_path / "sweep"), "--seeds", "1", "--", "--data_dir", str(data), *SMALL])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("sweep.py: error: run elbo-k1_none-l0_s1 failed (status 2): train_torch.py: error: ")
+    assert "t10k-labels-idx1-ubyte is truncated" in lines[0]

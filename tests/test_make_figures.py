@@ -1,18 +1,15 @@
-"""report/make_figures.py on fake run folders: figures, results.md from the JSON, report markers, errors."""
+"""report/make_figures.py on fake run folders: figures, results.md from the JSON, report markers (errors:
+test_bad_inputs_runs.py)."""
 import json
 import shutil
-import sys
 
 import pytest
 import torch
 import torchvision
 from matplotlib.image import imread
 
-from conftest import REPO_ROOT
+import make_figures
 from config import parse_train_args as train_parse_args
-
-sys.path.insert(0, str(REPO_ROOT / "report"))
-import make_figures  # noqa: E402
 
 REPORT_TEXT = """# Report
 
@@ -144,26 +141,3 @@ def test_optional_inputs(runs):
     assert "| gap (paired) | 0.0413 ± 0.0010 | – |" in results
     assert "| T-shirt/top | 51 | 1.3100 ± 0.0200 | 1.2900 ± 0.0200 |" in results
     assert "active units: 7 of 2" in results and "0.5000, 0.2500" in results
-
-
-@pytest.mark.parametrize("problem", ["no_folder", "no_history", "no_markers", "unfinished"])
-def test_errors_are_one_line_exit_2(runs, problem, capsys):
-    main_run, z2_run, report, out = runs
-    if problem == "no_folder":
-        argv = [main_run.parent / "missing", "--report", report]
-    elif problem == "no_history":
-        (z2_run / "history.jsonl").unlink()
-        argv = [main_run, z2_run, "--report", report]
-    elif problem == "unfinished":
-        (z2_run / "metrics.json").unlink()
-        argv = [main_run, z2_run, "--report", report]
-    else:
-        report.write_text("# no markers\n")
-        argv = [main_run, "--report", report]
-    before = report.read_text()
-    with pytest.raises(SystemExit) as exit_info:
-        make_figures.cli([str(a) for a in [*argv, "--out_dir", out]])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("make_figures.py: error: ") and err.count("\n") == 1, err
-    assert not out.exists() and report.read_text() == before  # nothing is written when an input is wrong

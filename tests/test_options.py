@@ -6,14 +6,12 @@ import pytest
 import torch
 
 import hardware
-from conftest import PART1, run_script
+from conftest import PART1, SMALL, run_script
 from train_torch import main, parse_args
 
 
 def train(data_dir, log_dir, *flags):
-    args = parse_args(["--data_dir", str(data_dir), "--log_dir", str(log_dir), "--epochs", "2", "--batch_size", "64",
-                       "--num_filters", "8", "--z_dim", "2", "--sample_epochs", "2", "--final_iw_samples", "0", "--device", "cpu",
-                       "--no-progress_bar", *flags])
+    args = parse_args(["--data_dir", str(data_dir), "--log_dir", str(log_dir), *SMALL, "--sample_epochs", "2", *flags])
     metrics = main(args)
     run_dir = next(p for p in log_dir.iterdir() if p.is_dir())
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]

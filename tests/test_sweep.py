@@ -1,5 +1,5 @@
 """sweep.py: grid points and names, a local sweep end to end (a rerun skips everything), a sweep killed by SIGTERM
-and rerun equals an uninterrupted one, the SLURM job array script, bad input."""
+and rerun equals an uninterrupted one, the SLURM job array script (bad input: test_bad_inputs_runs.py)."""
 import json
 import os
 import shlex
@@ -11,7 +11,7 @@ from argparse import Namespace
 
 import pytest
 
-from conftest import PART1, REPO_ROOT, error_line, run_script
+from conftest import PART1, REPO_ROOT, history_without_time, run_script
 from run_folder import is_finished, read_history, read_metrics
 from sweep import cli, grid_points, parse_args, point_name, resume_flags
 from config import parse_train_args
@@ -31,10 +31,6 @@ def sweep_command(sweep_dir, grid, data_dir):
 
 def mtimes(folder):
     return {p.relative_to(folder): p.stat().st_mtime_ns for p in folder.rglob("*")}
-
-
-def history_without_time(run_dir):
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in read_history(run_dir)]
 
 
 @pytest.fixture(scope="module")
@@ -164,19 +160,3 @@ def test_slurm_script(tmp_path, capsys):
                                         "--data_dir", "my data"]
         assert grid_points(parse_args(shlex.split(command)[2:]))[index]["flow"] == ["none", "planar"][index % 2]
     assert "--gres" not in slurm_script(tmp_path / "cpu", "--gpus", "0")
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--", "--seed", "3"], "--seed after -- is set by the sweep"),
-    (["--", "--epochs", "-1"], "training flags after --: argument --epochs: must be at least 0, got -1"),
-    (["--", "--run_name", "x", "--log_dir", "y"], "--log_dir --run_name after -- is set by the sweep"),
-    (["--only", "4", "--", "--epochs", "1"], "--only 4: the grid has 4 points (0 .. 3)"),
-])
-def test_bad_input_is_one_line_before_any_run(flags, message, tmp_path, capsys):
-    sweep_dir = tmp_path / "bad"
-    with pytest.raises(SystemExit) as info:
-        cli([sweep_dir, *GRID4, *flags])
-    assert info.value.code == 2
-    line = error_line(capsys)
-    assert line.startswith("sweep.py: error: ") and message in line, line
-    assert not sweep_dir.exists()
