@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 import hardware
 from atomic_io import check_writable, write_json
-from cli_common import ArgumentParser, UserError, int_at_least, resolve_device, resolve_path, run_cli
+from cli_common import ArgumentParser, int_at_least, resolve_device, resolve_path, run_cli
 from config import parse_train_args
 from fmnist import RAW_FILES, fmnist
 from loops import autocast, build_model, train_vae

@@ -8,7 +8,6 @@ import contextlib
 import io
 import math
 import struct
-from pathlib import Path
 
 import torch
 import torchvision

@@ -3,6 +3,7 @@ written by hand (and as the loaders give them), the flags of a cheap run and one
 run folders and reading their history, waiting on a training process, and capturing one-line errors."""
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -103,6 +104,14 @@ def finished_run(micro_data, tmp_path_factory):
     logs = tmp_path_factory.mktemp("finished")
     train_torch.main(train_torch.parse_args(["--data_dir", str(micro_data), "--log_dir", str(logs), *SMALL]))
     return only_run_dir(logs)
+
+
+@pytest.fixture
+def run_ctx(finished_run, tmp_path, monkeypatch):
+    """A copy of the shared finished run at tmp/run, in a cli_contract context (ctx.tmp, ctx.mp, ctx.run)."""
+    from cli_contract import context
+    shutil.copytree(finished_run, tmp_path / "run")
+    return context(tmp_path, monkeypatch, run=tmp_path / "run")
 
 
 def run_script(args, cwd=REPO_ROOT, timeout=240):

@@ -23,7 +23,7 @@ import train_torch
 from atomic_io import atomic_write, remove_stale_tmp, write_text
 from checkpoints import load_checkpoint
 from cli_common import Terminated, UserError
-from cli_contract import Case, context, edit_checkpoint, params, run_case
+from cli_contract import Case, edit_checkpoint, params, run_case
 from conftest import PART1, REPO_ROOT, SMALL, generated_data, make_images, write_idx
 from fmnist import fmnist, quantize
 
@@ -32,12 +32,12 @@ import make_figures  # noqa: E402
 
 
 @pytest.fixture
-def ctx(finished_run, tmp_path, monkeypatch):
-    """A copy of the shared finished run in tmp/run, and a file outside it (tmp/outside.txt) that no case may touch."""
-    shutil.copytree(finished_run, tmp_path / "run")
-    (tmp_path / "outside.txt").write_text("a user's file\n")
-    return context(tmp_path, monkeypatch, run=tmp_path / "run", data=str(json.loads(
-        (tmp_path / "run" / "args.json").read_text())["data_dir"]))
+def ctx(run_ctx):
+    """The copy of the shared finished run (tmp/run), a file outside it (tmp/outside.txt) that no case may touch,
+    and the run's data folder (ctx.data)."""
+    (run_ctx.tmp / "outside.txt").write_text("a user's file\n")
+    run_ctx.data = json.loads((run_ctx.run / "args.json").read_text())["data_dir"]
+    return run_ctx
 
 
 def edit_last(edit):

@@ -4,14 +4,13 @@ finished run (conftest) in-process and keeps the contract of cli_contract.py: th
 as it was. Fresh runs: test_bad_inputs.py."""
 import errno
 import json
-import shutil
 
 import pytest
 import torch
 
 import train_torch
 from checkpoints import load_checkpoint
-from cli_contract import Case, context, edit_checkpoint, fail_writes, params, run_case
+from cli_contract import Case, edit_checkpoint, fail_writes, params, run_case
 from conftest import RunsCode
 
 NOT_OURS = "{run}/checkpoints/last.pt is not a checkpoint of train_torch.py or is corrupt"
@@ -95,9 +94,8 @@ RESUME_CASES = [
 
 
 @pytest.fixture
-def resume_ctx(finished_run, tmp_path, monkeypatch):
-    shutil.copytree(finished_run, tmp_path / "run")
-    return context(tmp_path, monkeypatch, run=tmp_path / "run")
+def resume_ctx(run_ctx):
+    return run_ctx
 
 
 @pytest.mark.parametrize("case", params(RESUME_CASES))

@@ -95,9 +95,8 @@ EVAL_CASES = [
 
 
 @pytest.fixture
-def eval_ctx(finished_run, tmp_path, monkeypatch):
-    shutil.copytree(finished_run, tmp_path / "run")
-    return context(tmp_path, monkeypatch, run=tmp_path / "run")
+def eval_ctx(run_ctx):
+    return run_ctx
 
 
 @pytest.mark.parametrize("case", params(EVAL_CASES))

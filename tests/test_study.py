@@ -133,7 +133,7 @@ def test_make_figures_writes_the_study(sweep, tmp_path):
     assert "\nold\n" not in text and text.endswith("<!-- study:end -->\n\nafter\n")
     assert "| ELBO | 42, 43 | 1.6000 ± 0.1414 | 1.4500 ± 0.0707 | 0.1500 ± 0.0707 | 31.00 ± 1.41 |" in text
     half = T1 * 0.005
-    assert (f"| ELBO, planar flow L=10 | 42, 43 | 1.5350 ± 0.1202 | 1.3450 ± 0.0636 |") in text  # IW 1.30, 1.39
+    assert ("| ELBO, planar flow L=10 | 42, 43 | 1.5350 ± 0.1202 | 1.3450 ± 0.0636 |") in text  # IW 1.30, 1.39
     assert f"| **-0.1050 [{-0.105 - half:+.4f}, {-0.105 + half:+.4f}]** | 0.0050 |" in text
     assert f"-0.1333 [{-2 / 15 - T1 / 15:+.4f}, {-2 / 15 + T1 / 15:+.4f}] | 0.0667 | 0.0333 | no detectable " \
            "difference |" in text
