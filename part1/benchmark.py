@@ -33,7 +33,7 @@ import hardware
 from atomic_io import check_writable, write_json
 from cli_common import ArgumentParser, int_at_least, resolve_device, resolve_path, run_cli
 from config import parse_train_args
-from fmnist import RAW_FILES, fmnist
+from dataset import RAW_FILES, fmnist
 from loops import autocast, build_model, train_vae
 from model import VAE
 

@@ -157,8 +157,8 @@ def _check_progress(state, path):
         raise CheckpointError(f"{path} contradicts itself ({'; '.join(problems)}); it cannot be resumed")
 
 
-FAMILY = ("z_dim", "num_filters", "flow", "flow_length")  # what the saved weights' shapes depend on
-FAMILY_DEFAULTS = {"flow": "none", "flow_length": 0}  # checkpoints from before flows existed
+FAMILY = ("z_dim", "num_filters", "flow", "flow_length", "bits")  # what the saved weights' shapes depend on
+FAMILY_DEFAULTS = {"flow": "none", "flow_length": 0, "bits": 4}  # checkpoints from before flows and bits existed
 
 
 def check_model_fits(state, path, requested):

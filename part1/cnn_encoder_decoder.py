@@ -1,23 +1,24 @@
 """Convolutional encoder and decoder of the VAE (the autoencoder-tutorial conv net, 28x28 input).
 
-The encoder maps a 4-bit image to the parameters (mean, log_std) of a diagonal Gaussian
-q(z|x); the decoder maps a latent z to 16 logits per pixel, one categorical per pixel.
+The encoder maps an image of L-level pixels (L = 16 in the assignment) to the parameters (mean, log_std) of a
+diagonal Gaussian q(z|x); the decoder maps a latent z to L logits per pixel, one categorical per pixel.
 """
 import torch.nn as nn
 
 
 class CNNEncoder(nn.Module):
-    def __init__(self, num_input_channels: int = 1, num_filters: int = 32, z_dim: int = 20):
+    def __init__(self, num_input_channels: int = 1, num_filters: int = 32, z_dim: int = 20, levels: int = 16):
         """Five 3x3 convs (28 -> 14 -> 7 -> 4) with GELU, then a linear layer to 2 * z_dim.
 
         Args:
-            num_input_channels: channels of the image (1 for FashionMNIST).
+            num_input_channels: channels of the image (1 for (Fashion)MNIST).
             num_filters: channels of the first convs; later ones use 2 * num_filters.
             z_dim: dimensionality of the latent space.
+            levels: L, intensity levels of the input pixels (0..L-1 are scaled to [-1, 1]).
         """
         super().__init__()
         c_hid = num_filters
-        self.z_dim = z_dim
+        self.z_dim, self.levels = z_dim, levels
         self.net = nn.Sequential(
             nn.Conv2d(num_input_channels, c_hid, kernel_size=3, padding=1, stride=2),  # 28x28 -> 14x14
             nn.GELU(),
@@ -36,7 +37,7 @@ class CNNEncoder(nn.Module):
     def forward(self, x):
         """
         Args:
-            x: [B, C, 28, 28] integer images with values 0..15.
+            x: [B, C, 28, 28] integer images with values 0..L-1.
         Returns:
             mean: [B, z_dim] means of q(z|x).
             log_std: [B, z_dim] log standard deviations (unconstrained, any real value).
@@ -47,7 +48,7 @@ class CNNEncoder(nn.Module):
     def features(self, x):
         """The flattened conv features [B, 2*num_filters*16] that the last linear layer maps to (mean, log_std);
         a flow posterior reads its per-image parameters from the same features."""
-        x = x.float() / 15 * 2 - 1  # 4-bit levels -> [-1, 1]
+        x = x.float() / (self.levels - 1) * 2 - 1  # levels 0..L-1 -> [-1, 1]
         return self.net[:-1](x)  # [B, 2*c_hid*16]
 
     @property
@@ -60,7 +61,7 @@ class CNNDecoder(nn.Module):
         """A linear layer to a 4x4 map, then transposed convs mirroring the encoder (4 -> 7 -> 14 -> 28).
 
         Args:
-            num_input_channels: logits per pixel, i.e. the number of intensity levels (16).
+            num_input_channels: logits per pixel, i.e. the number of intensity levels L (16 for 4 bits).
             num_filters: channels of the last convs; earlier ones use 2 * num_filters.
             z_dim: dimensionality of the latent space.
         """
@@ -85,11 +86,11 @@ class CNNDecoder(nn.Module):
         Args:
             z: [B, z_dim] latent vectors.
         Returns:
-            x: [B, 16, 28, 28] logits of the per-pixel categoricals (no softmax).
+            x: [B, L, 28, 28] logits of the per-pixel categoricals (no softmax).
         """
         x = self.linear(z)  # [B, 2*c_hid*16]
         x = x.reshape(x.shape[0], -1, 4, 4)  # [B, 2*c_hid, 4, 4]
-        return self.net(x)  # [B, 16, 28, 28]
+        return self.net(x)  # [B, L, 28, 28]
 
     @property
     def device(self):

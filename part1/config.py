@@ -7,11 +7,13 @@ import io
 from pathlib import Path
 
 from cli_common import ArgumentParser, UserError, int_at_least, positive_float, seed_type
+from dataset import BITS, DATASETS
 from model import FLOW_KINDS, OBJECTIVES
 
 PART1_DIR = Path(__file__).resolve().parent
 TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
-DESCRIPTION = "Train a VAE on 4-bit FashionMNIST; report the negative ELBO in bits per dimension."
+DESCRIPTION = ("Train a VAE on MNIST or FashionMNIST quantized to B bits (default: the assignment's 4-bit FashionMNIST); "
+               "report the negative ELBO in bits per dimension.")
 NOT_SAVED = ("given",)  # bookkeeping of the namespace, not a setting of the run
 
 
@@ -50,8 +52,13 @@ def build_parser(prog="train_torch.py"):
                        help="clip the global gradient norm to this value (None: no clipping)")
 
     data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=list(DATASETS), default="fashion_mnist",
+                      help="fashion_mnist (the 2021 assignment) or mnist (2019: with --bits 1; 2022-2025: --bits 4)")
+    data.add_argument("--bits", type=int_at_least(min(BITS), max(BITS)), default=4,
+                      help="bits per pixel B: L = 2^B levels, level = floor(p/255 L) with 255 -> L-1; the decoder "
+                           "emits L logits per pixel (B = 1: binarized, a Bernoulli per pixel)")
     data.add_argument("--data_dir", type=Path, default=PART1_DIR.parent / "data",
-                      help="folder holding FashionMNIST/raw/ (downloaded there when missing)")
+                      help="folder holding FashionMNIST/raw/ or MNIST/raw/ (downloaded there when missing)")
     data.add_argument("--num_workers", type=int_at_least(0), default=0,
                       help="DataLoader worker processes (the data are in memory: 0 is usually fastest)")
 

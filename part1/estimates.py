@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from cli_common import UserError
-from fmnist import CLASSES
+from dataset import CLASSES
 from model import elbo_per_image, eval_mode, iw_log_likelihood
 from utils import elbo_to_bpd, mean_and_se
 
@@ -26,7 +26,7 @@ def evaluate_loader(model, loader, num_samples=100, chunk_size=2048, seed=0, pro
     """Both estimates for every image of a loader, in eval mode, without gradients.
 
     Args:
-        model: a VAE; loader: iterable of (images long [B, 1, 28, 28] in 0..15, labels long [B]).
+        model: a VAE; loader: iterable of (images long [B, 1, 28, 28] in 0..L-1, labels long [B]).
         num_samples: K, importance samples per image; chunk_size: latents per decoder call (memory bound).
         seed: seed of the draws, on a fork of the RNG state (the caller's random stream is untouched);
             None: use and advance the global random state.
@@ -66,7 +66,7 @@ def _bpd(nats, dims):
     return None if nats is None else float(elbo_to_bpd(torch.tensor(nats, dtype=torch.float64), (1, dims)))
 
 
-def summarize(per_image, active_threshold=ACTIVE_THRESHOLD):
+def summarize(per_image, active_threshold=ACTIVE_THRESHOLD, classes=CLASSES):
     """Dataset figures from `evaluate_loader`'s per-image values; see the README for every field.
 
     Returns a flat dict: num_images, iw_samples; bpd, bpd_se, nelbo_nats, nelbo_nats_se, rec_nats,
@@ -88,7 +88,7 @@ def summarize(per_image, active_threshold=ACTIVE_THRESHOLD):
     summary.update(gap_bpd=_bpd(gap, dims), gap_bpd_se=_bpd(gap_se, dims))
 
     per_class = {}
-    for label, name in enumerate(CLASSES):
+    for label, name in enumerate(classes):
         chosen = per_image["labels"] == label  # [N] bool
         entry = {"count": int(chosen.sum())}
         for key, loss in (("bpd", per_image["nelbo"]), ("iw_bpd", -per_image["iw"])):
@@ -109,9 +109,9 @@ def summarize(per_image, active_threshold=ACTIVE_THRESHOLD):
     return summary
 
 
-def evaluation_record(per_image, **about):
+def evaluation_record(per_image, classes=CLASSES, **about):
     """The eval_<split>.json record (run_folder's schema): `about` (checkpoint, epoch, split, data_dir, seed,
     device, ...), the summary, and per_image_iw_bpd, every image's negative IW bound in bpd (in loader
-    order: the study pairs images across runs by position)."""
+    order: the study pairs images across runs by position); `classes` names the labels for per_class."""
     per_image_bpd = [_bpd(v, per_image["dims"]) for v in (-per_image["iw"]).tolist()]
-    return {**about, **summarize(per_image), "per_image_iw_bpd": per_image_bpd}
+    return {**about, **summarize(per_image, classes=classes), "per_image_iw_bpd": per_image_bpd}

@@ -29,7 +29,7 @@ from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, firs
                         run_cli, seed_type, signal_name_and_status)
 from config import check_saved_settings
 from estimates import evaluate_loader, evaluation_record
-from fmnist import fmnist
+from dataset import BITS, DATASETS, load_data
 from model import VAE, eval_mode
 from utils import decoder_mean_image
 
@@ -42,13 +42,13 @@ def reconstruction_grid(model, imgs):
     """Originals (top row) over their reconstructions (bottom row): decoder mean at z = posterior mean.
 
     Args:
-        imgs: [N, 1, 28, 28] long levels 0..15.
+        imgs: [N, 1, 28, 28] long levels 0..L-1.
     Returns:
         [3, H, W] float grid in [0, 1] (CPU), N columns, 2 rows.
     """
     mean, _ = model.encoder(imgs)  # [N, D]
     recon = decoder_mean_image(model.decoder(mean))  # [N, 1, 28, 28] in [0, 1]
-    both = torch.cat([imgs.float() / 15, recon]).cpu()  # [2N, 1, 28, 28]
+    both = torch.cat([imgs.float() / (model.levels - 1), recon]).cpu()  # [2N, 1, 28, 28]
     return torchvision.utils.make_grid(both, nrow=len(imgs)).clamp(0, 1)
 
 
@@ -58,7 +58,7 @@ def interpolation_grid(model, first, second, steps=10):
 
     z_t = (1 - t) mu_a + t mu_b for t = 0, 1/(steps-1), ..., 1, mu the posterior means.
     Args:
-        first, second: [P, 1, 28, 28] long levels 0..15, the two ends of P pairs.
+        first, second: [P, 1, 28, 28] long levels 0..L-1, the two ends of P pairs.
     Returns:
         [3, H, W] float grid in [0, 1] (CPU), P rows of steps + 2 images.
     """
@@ -68,7 +68,8 @@ def interpolation_grid(model, first, second, steps=10):
     z = (1 - t) * mu_a.unsqueeze(1) + t * mu_b.unsqueeze(1)  # [P, S, D]
     decoded = decoder_mean_image(model.decoder(z.flatten(0, 1)))  # [P*S, 1, 28, 28]
     decoded = decoded.view(len(first), steps, *decoded.shape[1:])  # [P, S, 1, 28, 28]
-    rows = torch.cat([first.float().unsqueeze(1) / 15, decoded, second.float().unsqueeze(1) / 15], dim=1)  # [P, S+2, 1, 28, 28]
+    top = model.levels - 1
+    rows = torch.cat([first.float().unsqueeze(1) / top, decoded, second.float().unsqueeze(1) / top], dim=1)  # [P, S+2, 1, 28, 28]
     return torchvision.utils.make_grid(rows.flatten(0, 1).cpu(), nrow=steps + 2).clamp(0, 1)
 
 
@@ -128,7 +129,7 @@ def load_model(path, device):
     args = ckpt["args"]
     try:
         model = VAE(int(args["num_filters"]), int(args["z_dim"]), float(args.get("lr", 1e-3)),
-                    args.get("flow", "none"), int(args.get("flow_length", 0)))
+                    args.get("flow", "none"), int(args.get("flow_length", 0)), 2 ** int(args.get("bits", 4)))
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {path} does not match the VAE of train_torch.py: "
@@ -146,9 +147,14 @@ def main(args):
     device = resolve_device(args.device)
     ckpt_path, run_dir = resolve_checkpoint(resolve_path(args.checkpoint, "RUN_DIR_OR_CHECKPOINT"))
     model, ckpt = load_model(ckpt_path, device)
+    data = {name: ckpt["args"].get(name, default) for name, default in (("dataset", "fashion_mnist"), ("bits", 4))}
+    for name, value in data.items():  # the data the model was trained on; a flag may only confirm it
+        if getattr(args, name) is not None and getattr(args, name) != value:
+            raise CheckpointError(f"{ckpt_path} holds a model of --{name} {value}; it cannot be evaluated with "
+                                  f"--{name} {getattr(args, name)} (drop the flag)")
     data_dir = args.data_dir if args.data_dir is not None else run_folder.find_data_dir(
         ckpt["args"].get("data_dir", run_folder.REPO_ROOT / "data"))
-    loaders = fmnist(data_dir, args.batch_size, 0, False)  # (root, batch_size, num_workers, download)
+    loaders = load_data(data_dir, data["dataset"], data["bits"], args.batch_size, 0, download=False)
     loader = {"val": loaders[1], "test": loaders[2]}[args.split]
     if not os.access(run_dir, os.W_OK):
         raise UserError(f"cannot write the results into {run_dir}; make it writable")
@@ -163,7 +169,8 @@ def main(args):
         with run_folder.locked(run_dir), SummaryWriter(run_dir) as writer:  # writable (checked above)
             written.append("a TensorBoard event file")
             pictures = save_pictures(model, loader, run_dir, args.split, writer, step, written=written)
-            result = evaluation_record(per_image, checkpoint=str(ckpt_path), epoch=ckpt.get("epoch"),
+            result = evaluation_record(per_image, DATASETS[data["dataset"]].classes, checkpoint=str(ckpt_path),
+                                       epoch=ckpt.get("epoch"), dataset=data["dataset"], bits=data["bits"],
                                        split=args.split, data_dir=str(data_dir), seed=args.seed, device=str(device),
                                        pictures=pictures, wall_time_s=time.time() - start)
             run_folder.write_eval(run_dir, args.split, result)
@@ -190,6 +197,10 @@ def parse_args(argv=None):
     parser.add_argument("--data_dir", type=Path, default=None,
                         help="folder holding FashionMNIST/raw/; None: the checkpoint's data_dir (a relative one is "
                              "looked up from the current folder, the repo root, then part1/)")
+    parser.add_argument("--dataset", choices=list(DATASETS), default=None,
+                        help="None: the checkpoint's; given, it must be the checkpoint's (a check, not a choice)")
+    parser.add_argument("--bits", type=int_at_least(min(BITS), max(BITS)), default=None,
+                        help="None: the checkpoint's; given, it must be the checkpoint's")
     parser.add_argument("--split", choices=["test", "val"], default="test",
                         help="split to evaluate (val: the seeded 10%% of the training set held out in training)")
     parser.add_argument("--iw_samples", type=int_at_least(1), default=100,

@@ -132,8 +132,8 @@ def sample_and_save(model, epoch, summary_writer, batch_size=64):
     """
     devices = [model.device] if model.device.type == "cuda" else []
     with eval_mode(model), torch.random.fork_rng(devices=devices):
-        samples = model.sample(batch_size)  # [64, 1, 28, 28] in 0..15
-    grid = torchvision.utils.make_grid(samples.float().cpu() / 15, nrow=8)  # [3, H, W] in [0, 1]
+        samples = model.sample(batch_size)  # [64, 1, 28, 28] in 0..L-1
+    grid = torchvision.utils.make_grid(samples.float().cpu() / (model.levels - 1), nrow=8)  # [3, H, W] in [0, 1]
     save_image(Path(summary_writer.log_dir) / f"samples_epoch_{epoch:03d}.png", grid)
     summary_writer.add_image("samples", grid, global_step=epoch)
 
@@ -144,11 +144,11 @@ def _memory_bytes(device):
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_fits(num_filters, z_dim, flow, flow_length, device):
+def check_fits(num_filters, z_dim, flow, flow_length, device, levels=16):
     """A one-line UserError when the parameters alone (with gradients and Adam's two moments: 4 copies in
     fp32) would not fit in the device's memory; counted on the meta device, so nothing is allocated."""
     with torch.device("meta"):
-        count = sum(p.numel() for p in VAE(num_filters, z_dim, 0.0, flow, flow_length).parameters())
+        count = sum(p.numel() for p in VAE(num_filters, z_dim, 0.0, flow, flow_length, levels).parameters())
     need, have = 16 * count, _memory_bytes(device)
     if need > have:
         raise UserError(f"the model does not fit: {count:,} parameters need about {need / 2**30:,.0f} GiB for "
@@ -160,13 +160,14 @@ def build_model(settings, device, choice):
     """The VAE, its Adam optimizer, and the training loss function (compiled when chosen).
 
     Args:
-        settings: a namespace with num_filters, z_dim, lr, flow, flow_length, objective, train_samples.
+        settings: a namespace with num_filters, z_dim, lr, flow, flow_length, objective, train_samples, bits.
         choice: the resolved speed choices (hardware.choose), a dict with "compile" and "channels_last" (bools).
     Returns:
         (model, optimizer, loss_fn); checkpoints and evaluation use `model`.
     """
-    check_fits(settings.num_filters, settings.z_dim, settings.flow, settings.flow_length, device)
-    model = VAE(settings.num_filters, settings.z_dim, settings.lr, settings.flow, settings.flow_length).to(device)
+    levels = 2 ** settings.bits
+    check_fits(settings.num_filters, settings.z_dim, settings.flow, settings.flow_length, device, levels)
+    model = VAE(settings.num_filters, settings.z_dim, settings.lr, settings.flow, settings.flow_length, levels).to(device)
     if choice["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)

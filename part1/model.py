@@ -32,7 +32,7 @@ def eval_mode(module):
 
 
 class VAE(nn.Module):
-    def __init__(self, num_filters, z_dim, lr, flow="none", flow_length=0):
+    def __init__(self, num_filters, z_dim, lr, flow="none", flow_length=0, levels=16):
         """A VAE with a conv encoder q(z|x), a standard normal prior and a categorical decoder.
 
         Args:
@@ -43,14 +43,16 @@ class VAE(nn.Module):
             flow: "none", "planar" or "radial": q(z|x) is N(mean, std^2) pushed through `flow_length`
                 layers of that flow, their parameters produced per image by the encoder (amortized).
             flow_length: number of flow layers (0: the plain diagonal Gaussian).
+            levels: L, intensity levels per pixel (2^bits: 16 in the assignment, 2 for binarized MNIST, where the
+                L-way categorical is exactly a Bernoulli); the decoder emits L logits per pixel.
         """
         super().__init__()
         if flow not in FLOW_KINDS:
             raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
-        self.z_dim, self.lr = z_dim, lr
+        self.z_dim, self.lr, self.levels = z_dim, lr, levels
         self.flow, self.flow_length = flow, flow_length if flow != "none" else 0
-        self.encoder = CNNEncoder(z_dim=z_dim, num_filters=num_filters)
-        self.decoder = CNNDecoder(z_dim=z_dim, num_filters=num_filters)
+        self.encoder = CNNEncoder(z_dim=z_dim, num_filters=num_filters, levels=levels)
+        self.decoder = CNNDecoder(num_input_channels=levels, z_dim=z_dim, num_filters=num_filters)
         if self.flow_length:
             # The flow's raw parameters come from the same conv features as mean and log-std.
             self.flow_head = nn.Linear(self.encoder.feature_dim, self.flow_length * flows.param_count(flow, z_dim))
@@ -75,7 +77,7 @@ class VAE(nn.Module):
         """The negative ELBO of a batch, with one reparameterized sample z per image.
 
         Args:
-            imgs: [B, 1, 28, 28] long images with values 0..15.
+            imgs: [B, 1, 28, 28] long images with values 0..L-1 (L = self.levels).
         Returns (three scalars, each an average over the B images):
             L_rec: reconstruction loss -log p(x|z), cross-entropy summed over the 784 pixels, nats.
             L_reg: KL(q(z|x) || N(0, I)), nats: closed form without a flow; with one, the single-sample
@@ -93,7 +95,7 @@ class VAE(nn.Module):
             z, log_det = self.push(mean + torch.exp(log_std) * eps, flow_params.float())  # [B, D], [B]
             # log q_L(z_L|x) = log N(z_0; mean, std^2) - sum_l log|det_l|  (Rezende & Mohamed 2015, eq. 13)
             L_reg = (log_normal_from_eps(eps, log_std) - log_det - log_standard_normal(z)).mean()
-        logits = self.decoder(z).float()  # [B, 16, 28, 28]
+        logits = self.decoder(z).float()  # [B, L, 28, 28]
         # Sum over pixels (the image's log-likelihood), mean over images: the per-image ELBO.
         L_rec = F.cross_entropy(logits, imgs.squeeze(1), reduction="sum") / imgs.shape[0]
         bpd = elbo_to_bpd(L_rec + L_reg, imgs.shape)
@@ -104,10 +106,10 @@ class VAE(nn.Module):
         """Ancestral sampling: z ~ N(0, I), then every pixel from its categorical p(x|z).
 
         Returns:
-            x_samples: [B, 1, 28, 28] long images with values 0..15.
+            x_samples: [B, 1, 28, 28] long images with values 0..L-1 (L = self.levels).
         """
         z = torch.randn(batch_size, self.z_dim, device=self.device)  # [B, z_dim]
-        logits = self.decoder(z)  # [B, 16, 28, 28]
+        logits = self.decoder(z)  # [B, L, 28, 28]
         probs = logits.float().softmax(dim=1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])  # [B*784, 16]
         x_samples = torch.multinomial(probs, num_samples=1)  # [B*784, 1]
         return x_samples.reshape(batch_size, 1, *logits.shape[2:])  # [B, 1, 28, 28]
@@ -122,7 +124,7 @@ def log_weights(model, imgs, num_samples, posterior=None, max_latents=4096):
     one [B*K] batch (in chunks of at most max(B, max_latents) latents, to bound memory).
 
     Args:
-        imgs: [B, 1, 28, 28] long levels 0..15; num_samples: K >= 1.
+        imgs: [B, 1, 28, 28] long levels 0..L-1; num_samples: K >= 1.
         posterior: (mean, log_std, flow_params) from model.encode(imgs), when already computed.
     Returns:
         dict of float64 [B, K] tensors, nats: "log_px" = log p(x|z_k), "log_pz" = log p(z_k),
@@ -138,7 +140,7 @@ def log_weights(model, imgs, num_samples, posterior=None, max_latents=4096):
         eps = torch.randn(B, k, D, device=mean.device, dtype=mean.dtype)  # [B, k, D]
         z0 = mean.unsqueeze(1) + torch.exp(log_std).unsqueeze(1) * eps  # [B, k, D]
         z, log_det = model.push(z0, None if flow_params is None else flow_params.float())  # [B, k, D], [B, k]
-        logits = model.decoder(z.reshape(B * k, D)).float()  # [B*k, 16, 28, 28]
+        logits = model.decoder(z.reshape(B * k, D)).float()  # [B*k, L, 28, 28]
         targets = imgs.unsqueeze(1).expand(B, k, *imgs.shape[1:]).reshape(B * k, *imgs.shape[1:])  # [B*k, 1, 28, 28]
         parts["log_px"].append(log_px_given_z(logits, targets).view(B, k))  # [B, k]
         parts["log_pz"].append(log_standard_normal(z.double()))  # [B, k]

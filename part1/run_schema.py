@@ -15,7 +15,8 @@ EVAL_FIELDS = {**{name: NUMBER for name in ("bpd", "bpd_se", "nelbo_nats", "nelb
                                             "iw_nats", "iw_nats_se", "gap_bpd", "gap_bpd_se", "rec_nats", "kl_nats",
                                             "wall_time_s")},
                **{name: int for name in ("num_images", "iw_samples", "active_units", "epoch", "seed")},
-               **{name: str for name in ("checkpoint", "split", "data_dir", "device")},
+               **{name: int for name in ("bits",)},
+               **{name: str for name in ("checkpoint", "split", "data_dir", "device", "dataset")},
                "per_class": dict, "latents": dict, "pictures": dict, "per_image_iw_bpd": list}
 
 

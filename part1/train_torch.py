@@ -1,4 +1,5 @@
-"""Train a VAE on 4-bit FashionMNIST; report the negative ELBO in bits per dimension.
+"""Train a VAE on MNIST or FashionMNIST at B bits per pixel (default: the assignment's 4-bit FashionMNIST); report
+the negative ELBO in bits per dimension.
 
     python train_torch.py --z_dim 20          # from part1/ or as part1/train_torch.py
 
@@ -29,7 +30,7 @@ from checkpoints import checkpoint_state, load_checkpoint, restore_training_stat
 from cli_common import Interrupted, Terminated, UserError, resolve_device, resolve_path, run_cli, signal_name_and_status
 from config import args_to_dict, parse_train_args
 from estimates import evaluate_loader, evaluation_record
-from fmnist import fmnist
+from dataset import DATASETS, load_data
 from loops import NonFiniteLossError, build_model, sample_and_save, test_vae, train_vae
 from model import VAE  # noqa: F401  (the assignment's API: train_torch.VAE)
 from utils import visualize_manifold
@@ -116,12 +117,12 @@ def main(args):
         configure_cuda(args.deterministic)
     no_bars = None if args.progress_bar is None else not args.progress_bar  # None: bars only on a terminal
 
-    # Data: the whole 4-bit set in memory (on the GPU when training there); own generator for the shuffle.
+    # Data: the whole quantized set in memory (on the GPU when training there); own generator for the shuffle.
     data_order = torch.Generator().manual_seed(args.seed)
-    train_loader, val_loader, test_loader = fmnist(args.data_dir, args.batch_size, args.num_workers,
-                                                   download=state is None, generator=data_order,
-                                                   eval_batch_size=args.eval_batch_size,
-                                                   device=device if device.type == "cuda" else None)
+    train_loader, val_loader, test_loader = load_data(args.data_dir, args.dataset, args.bits, args.batch_size,
+                                                      args.num_workers, download=state is None, generator=data_order,
+                                                      eval_batch_size=args.eval_batch_size,
+                                                      device=device if device.type == "cuda" else None)
     choice = speed_choices(args, device, len(train_loader.dataset), state and state["args"].get("auto_choices"))
     model, optimizer, loss_fn = build_model(args, device, choice)
 
@@ -217,8 +218,8 @@ def main(args):
     return metrics
 
 
-HPARAMS = ("objective", "train_samples", "flow", "flow_length", "z_dim", "num_filters", "lr", "batch_size", "epochs",
-           "seed")
+HPARAMS = ("dataset", "bits", "objective", "train_samples", "flow", "flow_length", "z_dim", "num_filters", "lr",
+           "batch_size", "epochs", "seed")
 HPARAM_METRICS = ("test_bpd", "test_iw_bpd", "best_val_bpd", "test_kl_nats", "test_active_units", "seconds_per_epoch")
 
 
@@ -241,7 +242,8 @@ def test_phase(args, model, test_loader, ckpt_dir, writer, best_epoch, device):
         start = time.time()
         per_image = evaluate_loader(model, test_loader, args.final_iw_samples, seed=args.seed,
                                     progress=args.progress_bar)
-        record = evaluation_record(per_image, checkpoint=str(ckpt_dir / "best.pt"), epoch=best_epoch, split="test",
+        record = evaluation_record(per_image, DATASETS[args.dataset].classes, checkpoint=str(ckpt_dir / "best.pt"),
+                                   epoch=best_epoch, split="test",
                                    data_dir=str(args.data_dir), seed=args.seed, device=str(device),
                                    wall_time_s=time.time() - start)
         run_folder.write_eval(ckpt_dir.parent, "test", record)

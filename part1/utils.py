@@ -84,7 +84,7 @@ def log_px_given_z(logits, imgs):
     """log p(x|z) in nats per image: minus the cross-entropy of the per-pixel categoricals, summed over pixels.
 
     Args:
-        logits: [N, 16, 28, 28] decoder logits; imgs: [N, 1, 28, 28] long levels 0..15.
+        logits: [N, L, 28, 28] decoder logits; imgs: [N, 1, 28, 28] long levels 0..L-1.
     Returns:
         [N] float64 log-likelihoods (per-pixel terms in the logits' precision, summed in float64).
     """
@@ -112,7 +112,7 @@ def manifold_latents(grid_size):
 
 
 def decoder_mean_image(logits):
-    """The decoder mean as an image: each pixel is E[level] / 15 = sum_k k * p_k / 15, in [0, 1].
+    """The decoder mean as an image: each pixel is E[level] / (L - 1) = sum_k k * p_k / (L - 1), in [0, 1].
 
     Args:
         logits: [N, L, H, W] logits of the per-pixel L-way categoricals (L = 16 levels).
@@ -130,11 +130,11 @@ def visualize_manifold(decoder, grid_size=20):
 
     Columns vary z1 (left to right, increasing) and rows vary z2 (top to bottom, increasing);
     both run over Phi^-1((i + 0.5) / grid_size), Phi^-1 the standard normal ppf.
-    Each pixel shows the expected value of its 16-way categorical, sum_k k * p_k / 15,
+    Each pixel shows the expected value of its L-way categorical, sum_k k * p_k / (L - 1),
     i.e. the decoder mean rather than a sample.
 
     Args:
-        decoder: maps z [N, 2] to logits [N, 16, 28, 28]; needs a `device` property.
+        decoder: maps z [N, 2] to logits [N, L, 28, 28]; needs a `device` property.
         grid_size: images per row and per column.
     Returns:
         img_grid: [3, H, W] float tensor in [0, 1] from torchvision.utils.make_grid (on CPU).

@@ -21,7 +21,7 @@ if __name__ == "__main__":  # before numpy, matplotlib and torch: a signal while
     import entry
     entry.guard_startup()
 
-import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 import compare  # noqa: E402
 import plots  # noqa: E402
@@ -30,7 +30,7 @@ import study  # noqa: E402
 from atomic_io import check_writable, write_bytes, write_text  # noqa: E402
 from cli_common import ArgumentParser, UserError, resolve_path, run_cli  # noqa: E402
 from config import defaults  # noqa: E402
-from fmnist import DataError, check_idx  # noqa: E402
+from dataset import DATASETS, DataError, check_idx, quantize  # noqa: E402
 
 PROG = "make_figures.py"
 BEGIN_MARKER = "<!-- results:begin -->"
@@ -66,8 +66,8 @@ def table(header, rows):
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def describe_data(data_dir):
-    """'FashionMNIST subset: 2,048 train / 509 test images (`DIR`)', or the folder when it is not found."""
+def describe_data(data_dir, dataset="fashion_mnist"):
+    """'FashionMNIST subset: 2,048 train / 509 test images (`DIR`)' (or MNIST), or the folder when it is not found."""
     if not data_dir:
         return "–"
     root = run_folder.find_data_dir(data_dir)
@@ -77,10 +77,11 @@ def describe_data(data_dir):
     counts = []
     for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
         try:
-            counts.append(check_idx(root / "FashionMNIST" / "raw" / name, 0x0803, (28, 28)))
+            counts.append(check_idx(root / DATASETS[dataset].folder / "raw" / name, 0x0803, (28, 28)))
         except (OSError, DataError):
             return f"`{shown.as_posix()}`"
-    kind = "full FashionMNIST" if counts == [60000, 10000] else "FashionMNIST subset"
+    folder = DATASETS[dataset].folder
+    kind = f"full {folder}" if counts == [60000, 10000] else f"{folder} subset"
     return f"{kind}: {counts[0]:,} train / {counts[1]:,} test images (`{shown.as_posix()}`)"
 
 
@@ -100,17 +101,19 @@ def command_line(args, default):
     return "`" + " ".join(parts) + "`"
 
 
-def real_test_images(data_dir):
-    """The 4-bit test images [N, 28, 28] of a run's data folder, or None when they cannot be read."""
-    if not data_dir:
+def real_test_images(args):
+    """The quantized test images [N, 28, 28] of a run's data folder (its args: data_dir, dataset, bits), or None
+    when they cannot be read."""
+    if not args.get("data_dir"):
         return None
-    path = run_folder.find_data_dir(data_dir) / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    raw = run_folder.find_data_dir(args["data_dir"]) / DATASETS[args.get("dataset", "fashion_mnist")].folder / "raw"
+    path = raw / "t10k-images-idx3-ubyte"
     try:
         count = check_idx(path, 0x0803, (28, 28))
     except (OSError, DataError):
         return None
-    pixels = np.frombuffer(path.read_bytes()[16:], dtype=np.uint8).reshape(count, 28, 28).astype(int)
-    return np.minimum(pixels * 16 // 255, 15)  # fmnist.quantize
+    pixels = torch.frombuffer(bytearray(path.read_bytes()[16:]), dtype=torch.uint8).view(count, 28, 28)
+    return quantize(pixels, args.get("bits", 4)).numpy().astype(int)
 
 
 def curve_summary(run):
@@ -127,7 +130,7 @@ def evaluation_markdown(run):
     """The tables of a run's eval_test.json (evaluate.py)."""
     e = run["eval"]
     about = table(["checkpoint", "epoch", "data", "images", "K", "seed", "device", "wall time"],
-                  [[f"`{Path(e['checkpoint']).name}`", fmt(e["epoch"]), describe_data(e["data_dir"]),
+                  [[f"`{Path(e['checkpoint']).name}`", fmt(e["epoch"]), describe_data(e["data_dir"], e.get("dataset", "fashion_mnist")),
                     fmt(e["num_images"]), fmt(e["iw_samples"]), fmt(e["seed"]), e["device"],
                     fmt_seconds(e["wall_time_s"])]])
     estimates = table(["estimate", "bpd", "nats per image"], [
@@ -167,12 +170,12 @@ def results_markdown(runs):
     default = defaults()
     header = ["run", "data", "epochs", "z_dim", "best epoch", "best val bpd", "test bpd",
               "test IW bpd (K)", "seconds / epoch", "wall time", "device", "command"]
-    rows, real = [], real_test_images(runs[0]["args"].get("data_dir"))
+    rows, real = [], real_test_images(runs[0]["args"])
     count = runs[0]["eval"]["num_images"] if runs[0]["eval"] else len(real) if real is not None else None
     for run in runs:
         m, a = run["metrics"], run["args"]
         iw = f"{fmt_pm(m['test_iw_bpd'], m.get('test_iw_bpd_se'))} ({m['iw_samples']})" if "test_iw_bpd" in m else "–"
-        rows.append([f"`{run['name']}`", describe_data(a.get("data_dir")), fmt(m["epochs"]), fmt(a.get("z_dim")),
+        rows.append([f"`{run['name']}`", describe_data(a.get("data_dir"), a.get("dataset", "fashion_mnist")), fmt(m["epochs"]), fmt(a.get("z_dim")),
                      fmt(m["best_epoch"]), fmt(m["best_val_bpd"]), fmt(m["test_bpd"]), iw,
                      fmt_seconds(m["seconds_per_epoch"]), fmt_seconds(m["wall_time_s"]), fmt(m["device"]),
                      command_line(a, default)])
@@ -217,7 +220,7 @@ def make_study(args, report):
     rows = study.study_rows(configs)
     first = next(iter(next(iter(configs.values())).values()))
     iw_samples = first["metrics"].get("iw_samples")
-    data = describe_data(first["args"].get("data_dir"))
+    data = describe_data(first["args"].get("data_dir"), first["args"].get("dataset", "fashion_mnist"))
     fig = plots.new_figure(figsize=(7.2, 4.6), dpi=150, layout="constrained")
     study.plot_validation(configs, fig).set_title(f"Validation bpd per epoch (mean over seeds, band: range)\n"
                                                   f"{data.split(' (`')[0]}", fontsize=10)
@@ -269,7 +272,7 @@ def make_results(args, report):
     replace_block(report, (BEGIN_MARKER, END_MARKER), "", args.report)
     out = args.out_dir
     main_run, manifold_run = runs[0], runs[-1]
-    data = describe_data(main_run["args"].get("data_dir")).split(" (`")[0]
+    data = describe_data(main_run["args"].get("data_dir"), main_run["args"].get("dataset", "fashion_mnist")).split(" (`")[0]
     # Everything is read (and every damaged file refused) before the first file is written.
     figures = {"bpd_curves.png": plots.plot_bpd_curves(main_run, data),
                "samples.png": plots.plot_samples(main_run, data) if main_run["samples"] else None,

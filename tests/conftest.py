@@ -35,9 +35,9 @@ RAW_NAMES = {
 }
 
 
-def write_idx(root, train_images, train_labels, test_images, test_labels):
-    """Write uint8 images [N, 28, 28] and labels [N] as the four IDX files under root/FashionMNIST/raw/."""
-    raw = Path(root) / "FashionMNIST" / "raw"
+def write_idx(root, train_images, train_labels, test_images, test_labels, folder="FashionMNIST"):
+    """Write uint8 images [N, 28, 28] and labels [N] as the four IDX files under root/<folder>/raw/."""
+    raw = Path(root) / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
         images = np.asarray(images, dtype=np.uint8)
@@ -62,14 +62,14 @@ def make_images(num, seed):
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
-def generated_data(root, num_train, num_test, seed):
-    """make_images for the training set (seed) and the test set (seed + 1), written by write_idx under root."""
-    return write_idx(root, *make_images(num_train, seed), *make_images(num_test, seed + 1))
+def generated_data(root, num_train, num_test, seed, folder="FashionMNIST"):
+    """make_images for the training set (seed) and the test set (seed + 1), written by write_idx under root/<folder>."""
+    return write_idx(root, *make_images(num_train, seed), *make_images(num_test, seed + 1), folder=folder)
 
 
 def quantized_images(num, seed):
     """make_images as the loaders give them (4-bit levels): images long [num, 1, 28, 28], labels long [num]."""
-    from fmnist import quantize
+    from dataset import quantize
     images, labels = make_images(num, seed)
     return quantize(torch.as_tensor(images)).unsqueeze(1).long(), torch.as_tensor(labels).long()
 
