@@ -93,19 +93,14 @@ RESUME_CASES = [
 ]
 
 
-@pytest.fixture
-def resume_ctx(run_ctx):
-    return run_ctx
-
-
 @pytest.mark.parametrize("case", params(RESUME_CASES))
-def test_train_torch_resume_bad_input(case, resume_ctx, capsys):
-    run_case(case, train_torch.cli, "train_torch.py", resume_ctx, capsys)
+def test_train_torch_resume_bad_input(case, run_ctx, capsys):
+    run_case(case, train_torch.cli, "train_torch.py", run_ctx, capsys)
 
 
-def test_train_torch_resume_after_torn_history_line(resume_ctx, capsys):
+def test_train_torch_resume_after_torn_history_line(run_ctx, capsys):
     """A kill during the append leaves a torn last line: the resume drops it and ends with 3 clean records."""
-    run = resume_ctx.run
+    run = run_ctx.run
     with open(run / "history.jsonl", "a") as f:
         f.write('{"epoch": 3, "seconds": 0.4, "train_b')
     try:

@@ -94,15 +94,10 @@ EVAL_CASES = [
 ]
 
 
-@pytest.fixture
-def eval_ctx(run_ctx):
-    return run_ctx
-
-
 @pytest.mark.parametrize("case", params(EVAL_CASES))
-def test_evaluate_bad_input(case, eval_ctx, capsys):
-    run_case(case, evaluate.cli, "evaluate.py", eval_ctx, capsys)
-    assert eval_ctx.out == ""
+def test_evaluate_bad_input(case, run_ctx, capsys):
+    run_case(case, evaluate.cli, "evaluate.py", run_ctx, capsys)
+    assert run_ctx.out == ""
 
 
 # ---- benchmark.py ----------------------------------------------------------------------------------
