@@ -17,6 +17,7 @@ from checkpoints import load_checkpoint
 from cli_contract import Case, context, run_case
 from conftest import SMALL, generated_data, history_without_time, only_run_dir
 from dataset import DATASETS, load_data, quantize
+from model import VAE
 from utils import log_px_given_z
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -118,3 +119,16 @@ def test_a_resume_refuses_another_dataset_or_bit_depth(case, binary_run, capsys)
 def test_an_evaluation_refuses_another_dataset_or_bit_depth(flags, says, binary_run, capsys):
     case = Case("evaluate-" + flags[0], lambda c: [c.run, *flags, "--iw_samples", "2", "--device", "cpu"], 2, (says,))
     run_case(case, evaluate.cli, "evaluate.py", binary_run, capsys)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 8])
+def test_the_encoder_scales_every_bit_depth_to_minus_one_one(bits):
+    """Levels 0..L-1 enter the convs as -1..+1 (level / (L - 1) * 2 - 1), for any L, and the decoder emits L
+    logits per pixel."""
+    levels = 2 ** bits
+    torch.manual_seed(0)
+    model = VAE(4, 2, 1e-3, levels=levels)
+    imgs = torch.randint(0, levels, (3, 1, 28, 28))
+    by_hand = model.encoder.net[:-1](imgs.float() * (2.0 / (levels - 1)) - 1)
+    assert torch.allclose(model.encoder.features(imgs), by_hand, atol=1e-6)
+    assert model.decoder(torch.zeros(1, 2)).shape == (1, levels, 28, 28)
