@@ -80,7 +80,7 @@ def train_val_split(num_images, seed=SPLIT_SEED):
 
 
 class QuantizedImages(Dataset):
-    """A split held in memory: images uint8 [N, 1, 28, 28] (levels 0..15), labels int64 [N].
+    """A split held in memory: images uint8 [N, 1, 28, 28] (levels 0..L-1), labels int64 [N].
 
     Indexing with a tensor of indices (what EpochBatches yields) returns a whole batch:
     images long [B, 1, 28, 28] and labels [B].
@@ -155,7 +155,7 @@ def read_idx(path, count, item_shape):
 
 
 def check_idx(path, magic, item_shape):
-    """Check an IDX file's header against its size before torchvision parses it; returns the item count.
+    """Check an IDX file's header against its size before read_idx parses it; returns the item count.
 
     IDX: a big-endian uint32 magic (0x0803: uint8 with 3 dims, 0x0801: 1 dim), one uint32 per
     dimension, then the uint8 data.

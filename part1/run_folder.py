@@ -27,8 +27,8 @@ from pathlib import Path
 from atomic_io import write_json, write_text
 from checkpoints import FAMILY, check_model_fits, load_checkpoint
 from cli_common import UserError, first_line, resolve_path
-from run_schema import EVAL_FIELDS, HISTORY_FIELDS, METRICS_FIELDS, NUMBER, check_fields
 from config import PART1_DIR, TRAIN_SCRIPT, args_to_dict, check_saved_settings, defaults
+from run_schema import EVAL_FIELDS, HISTORY_FIELDS, METRICS_FIELDS, NUMBER, check_fields
 
 REPO_ROOT = PART1_DIR.parent
 ARGS, HISTORY, METRICS = "args.json", "history.jsonl", "metrics.json"

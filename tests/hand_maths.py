@@ -63,3 +63,20 @@ def hand_weights(model, imgs, chunks):
         out["log_pz"].append(log_n01(z))
         out["log_q"].append(log_q0(eps, log_std.unsqueeze(1)) - log_det.double())
     return {key: torch.cat(parts, dim=1) for key, parts in out.items()}, (mean, log_std)
+
+
+def hand_single_sample(model, imgs):
+    """The single-sample ELBO's parts by hand, drawing eps = randn [B, D] from the current RNG as VAE.forward and
+    elbo_per_image do: dict of z, rec = -log p(x|z), kl (closed form without a flow, log q0(z0) - sum log|det|
+    - log p(z_L) with one; Rezende & Mohamed eq. 13), log_det, mean, log_std; [B] float64 where per image."""
+    mean, log_std, params = model.encode(imgs)
+    eps = torch.randn(mean.shape)
+    z = mean + log_std.exp() * eps
+    log_det = torch.zeros(len(imgs))
+    if params is None:
+        kl = kl_closed(mean, log_std)
+    else:
+        z, log_det = flows.flow(model.flow, z, params, model.flow_length)
+        kl = log_q0(eps, log_std) - log_det.double() - log_n01(z)
+    return {"z": z, "rec": -log_cat(model.decoder(z), imgs), "kl": kl, "log_det": log_det, "mean": mean,
+            "log_std": log_std}
