@@ -17,6 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import torchvision
+
 from cli_common import UserError, first_line
 
 TMP_SUFFIX = ".tmp"
@@ -88,6 +90,11 @@ def write_bytes(path, data):
 
 def write_text(path, text):
     write_bytes(path, text.encode())
+
+
+def write_png(path, grid):
+    """A [3, H, W] float image in [0, 1] as a PNG (torchvision's encoder)."""
+    atomic_write(path, lambda f: torchvision.utils.save_image(grid, f, format="png"))
 
 
 def write_json(path, obj):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from atomic_io import atomic_write
 from cli_common import UserError, first_line
@@ -22,11 +21,6 @@ from cli_common import UserError, first_line
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, unsafe or for another model (one-line message, exit 2)."""
-
-
-def save_image(path, grid):
-    """A [3, H, W] float image in [0, 1] as a PNG (torchvision's encoder), written atomically."""
-    atomic_write(path, lambda f: torchvision.utils.save_image(grid, f, format="png"))
 
 
 def save_checkpoint(path, state):

@@ -1,20 +1,83 @@
-"""The training run's settings: one grouped argparse block, shared by train_torch.py (its CLI), benchmark.py
-(option combinations), the sweep (grid points) and the report (commands rebuilt from args.json).
+"""The training run's settings: one grouped argparse block that builds a frozen TrainConfig, shared by
+train_torch.py (its CLI), benchmark.py (option combinations), the sweep (grid points) and the report (commands
+rebuilt from args.json).
 """
 import argparse
 import contextlib
+import dataclasses
 import io
 from pathlib import Path
+from typing import Optional
 
 from cli_common import ArgumentParser, UserError, int_at_least, positive_float, seed_type
 from dataset import BITS, DATASETS
 from model import FLOW_KINDS, OBJECTIVES
 
 PART1_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PART1_DIR.parent
 TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
 DESCRIPTION = ("Train a VAE on MNIST or FashionMNIST quantized to B bits (default: the assignment's 4-bit FashionMNIST); "
                "report the negative ELBO in bits per dimension.")
-NOT_SAVED = ("given",)  # bookkeeping of the namespace, not a setting of the run
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run, one field per flag of build_parser (same name, same order, so args.json
+    reads as before), and `given`: the flags the user typed (what a resume honours; the sweep's passthrough).
+    Frozen: a changed setting is a new config (dataclasses.replace), so what a run records is what it used."""
+    # model
+    z_dim: int
+    num_filters: int
+    flow: str
+    flow_length: int
+    # optimization
+    objective: str
+    train_samples: int
+    lr: float
+    batch_size: int
+    epochs: int
+    seed: int
+    grad_clip: Optional[float]
+    # data
+    dataset: str
+    bits: int
+    data_dir: Path
+    num_workers: int
+    # speed
+    precision: str
+    channels_last: Optional[bool]
+    compile: str
+    deterministic: bool
+    # evaluation
+    eval_batch_size: int
+    final_iw_samples: int
+    # logging
+    log_dir: Path
+    run_name: Optional[str]
+    sample_epochs: list
+    progress_bar: Optional[bool]
+    resume: Optional[Path]
+    # hardware
+    device: str
+    given: frozenset = frozenset()
+
+    @classmethod
+    def from_dict(cls, settings, given=()):
+        """A config from a settings dict (args.json, a checkpoint's args, merged with the defaults): keys that
+        are not settings (auto_choices, settings of older versions) are left out; paths become Paths."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "given"]
+        values = {name: settings[name] for name in names}
+        for name in ("data_dir", "log_dir", "resume"):
+            values[name] = None if values[name] is None else Path(values[name])
+        return cls(**values, given=frozenset(given))
+
+    def to_dict(self):
+        """The settings as plain values (paths as strings): for args.json and checkpoints (weights_only)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "given"}
+
+
+def _plain(value):
+    return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
 
 
 def run_name_type(text):
@@ -99,27 +162,41 @@ def build_parser(prog="train_torch.py"):
     return parser
 
 
+_UNSET = object()  # a value no flag parses to
+
+
 def parse_train_args(argv=None, prog="train_torch.py"):
-    """The training namespace; `given` lists the flags typed on the command line (what a resume honours)."""
+    """The TrainConfig of a command line; its `given` holds the flags typed there. argparse fills in a default
+    only where the namespace it is given lacks the attribute, so a second parse into a namespace holding _UNSET
+    for every setting leaves exactly the typed ones changed."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.flow == "none" and args.flow_length > 0 and args.resume is None:
         parser.error(f"--flow_length {args.flow_length} needs --flow planar or --flow radial")
-    typed = build_parser(prog)
-    for action in typed._actions:
-        action.default = argparse.SUPPRESS
-    args.given = sorted(vars(typed.parse_args(argv)))
-    return args
+    typed = parser.parse_args(argv, namespace=argparse.Namespace(**{name: _UNSET for name in vars(args)}))
+    return TrainConfig(**vars(args), given=frozenset(k for k, v in vars(typed).items() if v is not _UNSET))
 
 
 def defaults():
-    """Every setting's default, as args_to_dict gives it."""
-    return args_to_dict(parse_train_args([]))
+    """Every setting's default, as TrainConfig.to_dict gives it."""
+    return parse_train_args([]).to_dict()
 
 
-def args_to_dict(args):
-    """The settings as plain values (paths as strings): for args.json and checkpoints (weights_only)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in NOT_SAVED}
+def args_to_dict(config):
+    """config.to_dict(), under the name the sweep and the report have used."""
+    return config.to_dict()
+
+
+def find_data_dir(data_dir, dataset="fashion_mnist"):
+    """A run's data_dir; a relative one (older runs stored it as typed) is looked up from here, the repo
+    root, then part1/ (where it holds the dataset's raw/ folder)."""
+    data_dir = Path(data_dir)
+    if data_dir.is_absolute():
+        return data_dir
+    for base in (Path.cwd(), REPO_ROOT, PART1_DIR):
+        if (base / data_dir / DATASETS[dataset].folder / "raw").is_dir():
+            return (base / data_dir).resolve()
+    return data_dir
 
 
 def check_saved_settings(settings, where):

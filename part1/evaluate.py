@@ -21,20 +21,19 @@ import torch
 import torchvision
 from torch.utils.tensorboard import SummaryWriter
 
-import run_folder
 from atomic_io import check_destination
-from checkpoints import CheckpointError, load_checkpoint, save_image
+from checkpoints import CheckpointError, load_checkpoint
 from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, first_line, int_at_least, resolve_device,
                         resolve_path,
                         run_cli, seed_type, signal_name_and_status)
-from config import check_saved_settings
+from config import REPO_ROOT, check_saved_settings, find_data_dir
 from estimates import evaluate_loader, evaluation_record
 from dataset import BITS, DATASETS, load_data
 from model import VAE, eval_mode
+from run_folder import PICTURES, RunDir
 from utils import decoder_mean_image
 
 PROG = "evaluate.py"
-PICTURES = ("reconstructions_{split}.png", "interpolations_{split}.png")
 
 
 @torch.inference_mode()
@@ -100,8 +99,8 @@ def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, s
             grids["interpolations"] = interpolation_grid(model, imgs[:pairs], imgs[pairs:2 * pairs], steps)
     names = {}
     for kind, grid in grids.items():
-        names[kind] = f"{kind}_{split}.png"
-        save_image(run_dir / names[kind], grid)
+        run_dir.save_picture(kind, split, grid)
+        names[kind] = run_dir.picture_path(kind, split).name
         if written is not None:
             written.append(names[kind])
         if writer is not None:
@@ -110,12 +109,11 @@ def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, s
 
 
 def resolve_checkpoint(path):
-    """RUN_DIR -> (RUN_DIR/checkpoints/best.pt, RUN_DIR); a .pt file -> (it, its run folder)."""
+    """RUN_DIR -> (RUN_DIR/checkpoints/best.pt, RunDir); a .pt file -> (it, the RunDir of its run folder)."""
     path = Path(path)
     if path.is_dir():
-        return path / "checkpoints" / "best.pt", path
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return path, run_dir
+        return RunDir(path).checkpoint("best"), RunDir(path)
+    return path, RunDir.of_checkpoint(path)
 
 
 def load_model(path, device):
@@ -152,33 +150,33 @@ def main(args):
         if getattr(args, name) is not None and getattr(args, name) != value:
             raise CheckpointError(f"{ckpt_path} holds a model of --{name} {value}; it cannot be evaluated with "
                                   f"--{name} {getattr(args, name)} (drop the flag)")
-    data_dir = args.data_dir if args.data_dir is not None else run_folder.find_data_dir(
-        ckpt["args"].get("data_dir", run_folder.REPO_ROOT / "data"))
+    data_dir = args.data_dir if args.data_dir is not None else find_data_dir(
+        ckpt["args"].get("data_dir", REPO_ROOT / "data"), data["dataset"])
     loaders = load_data(data_dir, data["dataset"], data["bits"], args.batch_size, 0, download=False)
     loader = {"val": loaders[1], "test": loaders[2]}[args.split]
-    if not os.access(run_dir, os.W_OK):
+    if not os.access(run_dir.path, os.W_OK):
         raise UserError(f"cannot write the results into {run_dir}; make it writable")
-    for name in (run_folder.eval_path(run_dir, args.split).name, *PICTURES):  # before the long computation
-        check_destination(run_dir / name.format(split=args.split))
+    for path in (run_dir.eval_path(args.split), *(run_dir.picture_path(k, args.split) for k in PICTURES)):
+        check_destination(path)  # before the long computation
 
     written = []  # what this evaluation has written so far, for the line an interrupt prints
     try:
         per_image = evaluate_loader(model, loader, args.iw_samples, args.chunk_size, args.seed, progress=None)
         step = int(ckpt.get("epoch", 0) or 0)
         # Files only after the long computation; eval_<split>.json last, so it is the old one or the whole new one.
-        with run_folder.locked(run_dir), SummaryWriter(run_dir) as writer:  # writable (checked above)
+        with run_dir.locked(), SummaryWriter(str(run_dir)) as writer:  # writable (checked above)
             written.append("a TensorBoard event file")
             pictures = save_pictures(model, loader, run_dir, args.split, writer, step, written=written)
             result = evaluation_record(per_image, DATASETS[data["dataset"]].classes, checkpoint=str(ckpt_path),
                                        epoch=ckpt.get("epoch"), dataset=data["dataset"], bits=data["bits"],
                                        split=args.split, data_dir=str(data_dir), seed=args.seed, device=str(device),
                                        pictures=pictures, wall_time_s=time.time() - start)
-            run_folder.write_eval(run_dir, args.split, result)
+            run_dir.write_eval(args.split, result)
             for name in ("bpd", "iw_bpd", "active_units"):
                 writer.add_scalar(f"eval_{args.split}/{name}", result[name], step)
     except (KeyboardInterrupt, Terminated) as stop:
         name, status = signal_name_and_status(stop)
-        target = run_folder.eval_path(run_dir, args.split).name
+        target = run_dir.eval_path(args.split).name
         done = f"written before the stop: {', '.join(written)}" if written else "nothing was written"
         raise Interrupted(f"stopped by {name}; {target} was not (re)written; {done}", status) from None
 
@@ -186,7 +184,7 @@ def main(args):
           f"bpd ({result['nelbo_nats']:.2f} nats) | IW K={args.iw_samples} {result['iw_bpd']:.4f} +- "
           f"{result['iw_bpd_se'] or 0:.4f} bpd ({result['iw_nats']:.2f} nats) | gap {result['gap_bpd']:.4f} bpd | "
           f"active units {result['active_units']}/{result['latents']['z_dim']} | {result['wall_time_s']:.0f} s")
-    print(f"wrote {run_folder.eval_path(run_dir, args.split)}")
+    print(f"wrote {run_dir.eval_path(args.split)}")
     return result
 
 

@@ -1,4 +1,4 @@
-"""The training and evaluation loops, sample grids, and building a model for training.
+"""The training and evaluation loops, sample grids, and building a model for training (no file I/O).
 
 Each loop returns a dict of named statistics (averages over the images seen); its keys flow unchanged
 into history.jsonl, TensorBoard and metrics.json: "bpd" (negative ELBO, bits per dimension),
@@ -6,12 +6,10 @@ into history.jsonl, TensorBoard and metrics.json: "bpd" (negative ELBO, bits per
 """
 import os
 import sys
-from pathlib import Path
 
 import torch
 import torchvision
 
-from checkpoints import save_image
 from cli_common import Diverged, UserError, first_line
 from model import VAE, eval_mode, objective
 
@@ -124,8 +122,8 @@ def test_vae(model, loader):
 
 
 @torch.no_grad()
-def sample_and_save(model, epoch, summary_writer, batch_size=64):
-    """Save an 8x8 grid of samples as samples_epoch_XXX.png in the run folder and log it to TensorBoard.
+def sample_grid(model, batch_size=64):
+    """An 8-column grid of `batch_size` samples, [3, H, W] in [0, 1] (level / (L - 1)).
 
     Sampling runs in eval mode on a fork of the RNG state, so the training run's random
     stream (and hence its numbers) does not depend on when grids are drawn.
@@ -133,9 +131,7 @@ def sample_and_save(model, epoch, summary_writer, batch_size=64):
     devices = [model.device] if model.device.type == "cuda" else []
     with eval_mode(model), torch.random.fork_rng(devices=devices):
         samples = model.sample(batch_size)  # [64, 1, 28, 28] in 0..L-1
-    grid = torchvision.utils.make_grid(samples.float().cpu() / (model.levels - 1), nrow=8)  # [3, H, W] in [0, 1]
-    save_image(Path(summary_writer.log_dir) / f"samples_epoch_{epoch:03d}.png", grid)
-    summary_writer.add_image("samples", grid, global_step=epoch)
+    return torchvision.utils.make_grid(samples.float().cpu() / (model.levels - 1), nrow=8)  # [3, H, W] in [0, 1]
 
 
 def _memory_bytes(device):

@@ -84,22 +84,8 @@ class VAE(nn.Module):
                 estimate log q_L(z_L|x) - log p(z_L) (no closed form exists).
             bpd: (L_rec + L_reg) in bits per dimension.
         """
-        mean, log_std, flow_params = self.encode(imgs)  # [B, D] each, [B, P] or None
-        # Sampling, KL and cross-entropy in fp32 even under bf16 autocast: only the convs and linear layers run in bf16.
-        mean, log_std = mean.float(), log_std.float()
-        if flow_params is None:
-            z = sample_reparameterize(mean, torch.exp(log_std))  # [B, D]
-            L_reg = KLD(mean, log_std).mean()  # KL to N(0, I), closed form
-        else:
-            eps = torch.randn_like(mean)  # [B, D]
-            z, log_det = self.push(mean + torch.exp(log_std) * eps, flow_params.float())  # [B, D], [B]
-            # log q_L(z_L|x) = log N(z_0; mean, std^2) - sum_l log|det_l|  (Rezende & Mohamed 2015, eq. 13)
-            L_reg = (log_normal_from_eps(eps, log_std) - log_det - log_standard_normal(z)).mean()
-        logits = self.decoder(z).float()  # [B, L, 28, 28]
-        # Sum over pixels (the image's log-likelihood), mean over images: the per-image ELBO.
-        L_rec = F.cross_entropy(logits, imgs.squeeze(1), reduction="sum") / imgs.shape[0]
-        bpd = elbo_to_bpd(L_rec + L_reg, imgs.shape)
-        return L_rec, L_reg, bpd
+        terms = single_sample_elbo(self, imgs, per_image=False)
+        return terms["rec"], terms["kl"], elbo_to_bpd(terms["rec"] + terms["kl"], imgs.shape)
 
     @torch.no_grad()
     def sample(self, batch_size):
@@ -180,29 +166,50 @@ def objective(model, imgs, name="elbo", num_samples=1):
             "kl_nats": kl.float(), "bpd": bpd_of(rec + kl).float()}
 
 
-def elbo_per_image(model, imgs):
-    """The ELBO of every image with one reparameterized sample, as VAE.forward computes it.
+def single_sample_elbo(model, imgs, per_image=True):
+    """The ELBO with one reparameterized sample z ~ q(z|x) per image: the one place it is written (VAE.forward
+    averages it over the batch, objective with K = 1 is VAE.forward, evaluation keeps it per image).
 
+    KL(q(z|x) || N(0, I)): the closed form without a flow; with one, the single-sample estimate
+    log q_L(z_L|x) - log p(z_L) = log N(z_0; mean, std^2) - sum_l log|det_l| - log p(z_L) (Rezende & Mohamed
+    2015, eq. 13; no closed form exists). Sampling, KL and cross-entropy run in fp32 even under bf16 autocast:
+    only the convs and linear layers run in bf16.
+    Args:
+        imgs: [B, 1, 28, 28] long levels 0..L-1.
+        per_image: True: float64 [B] terms (evaluation); False: fp32 scalars, averages over the B images, the
+            cross-entropy summed over all pixels of the batch in one call (the assignment's training loss).
     Returns:
-        dict of float64 [B] tensors in nats per image: "nelbo" = rec + kl, "rec" = -log p(x|z),
-        "kl" (closed form without a flow, single-sample estimate with one); "mean", "log_std" [B, D]
-        (the base Gaussian's); "kl_per_dim" [B, D] (nats; closed form, only without a flow, else None);
-        "posterior" (encode's output, to reuse).
+        dict: "rec" = -log p(x|z) and "kl", nats per image; "nelbo" = rec + kl; "mean", "log_std" [B, D] (the
+        base Gaussian's); "kl_per_dim" [B, D] (closed form, only without a flow, else None); "posterior"
+        (encode's output, to reuse).
     """
     posterior = model.encode(imgs)
-    mean, log_std, flow_params = posterior
+    mean, log_std, flow_params = posterior  # [B, D] each, [B, P] or None
+    mean, log_std = mean.float(), log_std.float()
     if flow_params is None:
         z = sample_reparameterize(mean, torch.exp(log_std))  # [B, D]
-        kl_per_dim = KLD(mean.unsqueeze(-1), log_std.unsqueeze(-1)).double()  # [B, D]: KLD over 1-dim "vectors"
-        kl = kl_per_dim.sum(dim=-1)  # [B]
+        if per_image:
+            kl_per_dim = KLD(mean.unsqueeze(-1), log_std.unsqueeze(-1)).double()  # [B, D]: over 1-dim "vectors"
+            kl = kl_per_dim.sum(dim=-1)  # [B]
+        else:
+            kl_per_dim, kl = None, KLD(mean, log_std).mean()
     else:
         eps = torch.randn_like(mean)  # [B, D]
-        z, log_det = model.push(mean + torch.exp(log_std) * eps, flow_params)
-        kl = (log_normal_from_eps(eps, log_std) - log_det - log_standard_normal(z)).double()  # [B]
-        kl_per_dim = None
-    rec = -log_px_given_z(model.decoder(z), imgs)  # [B]
+        z, log_det = model.push(mean + torch.exp(log_std) * eps, flow_params.float())  # [B, D], [B]
+        kl = log_normal_from_eps(eps, log_std) - log_det - log_standard_normal(z)  # [B]
+        kl, kl_per_dim = kl.double() if per_image else kl.mean(), None
+    logits = model.decoder(z).float()  # [B, L, 28, 28]
+    if per_image:
+        rec = -log_px_given_z(logits, imgs)  # [B], float64
+    else:  # the pixels' cross-entropies summed (the images' log-likelihoods), then the mean over images
+        rec = F.cross_entropy(logits, imgs.squeeze(1), reduction="sum") / imgs.shape[0]
     return {"nelbo": rec + kl, "rec": rec, "kl": kl, "mean": mean, "log_std": log_std, "kl_per_dim": kl_per_dim,
             "posterior": posterior}
+
+
+def elbo_per_image(model, imgs):
+    """single_sample_elbo per image (float64 [B] terms, nats per image): what evaluation averages."""
+    return single_sample_elbo(model, imgs, per_image=True)
 
 
 def iw_log_likelihood(model, imgs, num_samples, chunk_size=2048, posterior=None):

@@ -1,18 +1,19 @@
-"""The run folder: the one place that knows its layout and file formats (the README's schema).
+"""The run folder: `RunDir` alone knows its layout and reads and writes every file of it (part1/README.md,
+"What a run writes").
 
     <log_dir>/<date>_<time>_z<z_dim>/      (or --run_name)
         args.json               the run's settings (updated on resume), plus what `auto` chose
         history.jsonl           one JSON object per epoch: epoch, seconds, {train,val}_{bpd,rec_nats,kl_nats},
                                 train_objective_bpd
         metrics.json            the test results of the best-by-validation model
-        eval_<split>.json       evaluate.py's results
+        eval_<split>.json       evaluate.py's results; reconstructions_<split>.png, interpolations_<split>.png
         samples_epoch_XXX.png   sample grids; vae_manifold.png (z_dim 2)
         checkpoints/{best,last}.pt
-        events.out.tfevents.*   TensorBoard
+        events.out.tfevents.*   TensorBoard (scalars, images, the custom-scalars layout and the HParams)
 
-Every file goes through checkpoints' atomic writes. Names: `bpd` is the negative ELBO in bits per
+Every file goes through atomic_io's atomic writes. Names: `bpd` is the negative ELBO in bits per
 dimension, `rec_nats` -log p(x|z) and `kl_nats` the KL term in nats per image (bpd = (rec_nats +
-kl_nats) log2(e) / 784), `iw_bpd` the negative importance-weighted bound; `_se` a standard error
+kl_nats) log2(e) / D), `iw_bpd` the negative importance-weighted bound; `_se` a standard error
 over images. Every quantity is a loss: lower is better.
 """
 import contextlib
@@ -24,69 +25,15 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 
-from atomic_io import write_json, write_text
-from checkpoints import FAMILY, check_model_fits, load_checkpoint
-from cli_common import UserError, first_line, resolve_path
-from config import PART1_DIR, TRAIN_SCRIPT, args_to_dict, check_saved_settings, defaults
-from run_schema import EVAL_FIELDS, HISTORY_FIELDS, METRICS_FIELDS, NUMBER, check_fields
-
-REPO_ROOT = PART1_DIR.parent
-ARGS, HISTORY, METRICS = "args.json", "history.jsonl", "metrics.json"
-# Flags a resumed run may change; every other setting comes from the run being resumed.
-RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "eval_batch_size", "final_iw_samples", "progress_bar",
-                     "data_dir", "compile", "sample_epochs")
-
-
-def make_run_dir(log_dir, z_dim, name=None):
-    """Create a fresh run folder (with checkpoints/) under `log_dir`; never reuses an existing one."""
-    stamp = name or f"{datetime.now():%Y-%m-%d_%H-%M-%S}_z{z_dim}"
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1 if name else 1000):
-            run_dir = log_dir / (stamp if attempt == 0 else f"{stamp}_{attempt}")
-            try:
-                run_dir.mkdir()
-            except FileExistsError:
-                continue
-            (run_dir / "checkpoints").mkdir()
-            return run_dir
-    except OSError as error:
-        raise UserError(f"cannot create a run folder in --log_dir {log_dir}: {error.strerror}; "
-                        "choose a writable folder") from None
-    raise UserError(f"--log_dir {log_dir} already holds a run named {stamp}; resume it with --resume or "
-                    "choose another --run_name")
-
+from atomic_io import check_destination, remove_stale_tmp, write_json, write_png, write_text
+from checkpoints import load_checkpoint, save_checkpoint
+from cli_common import UserError, first_line
+from config import TRAIN_SCRIPT
+from run_schema import HISTORY_FIELDS, check_fields
 
 LOCK = ".lock"
-
-
-@contextlib.contextmanager
-def locked(run_dir):
-    """Hold the run folder's lock for the block: a second process that wants to write into the same run (a
-    training, a resume, an evaluation) gets a one-line UserError instead of interleaving its files. An
-    advisory flock on run_dir/.lock (opened without following a link), released when the process ends,
-    even by SIGKILL; the file is removed on the way out."""
-    path = Path(run_dir) / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as error:
-        raise UserError(f"cannot lock the run folder {run_dir} ({path}: {error.strerror})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise UserError(f"the run folder {run_dir} is in use by another process (a training, resume or evaluation); "
-                        "wait for it to finish or stop it, then retry") from None
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
-
-
-def write_args(run_dir, args_dict):
-    write_json(Path(run_dir) / ARGS, args_dict)
+CHECKPOINTS = ("best", "last")  # checkpoints/best.pt: the best validation bpd so far; last.pt: the newest epoch
+PICTURES = ("reconstructions", "interpolations")  # evaluate.py's pictures, one pair per split
 
 
 def read_json(path):
@@ -103,187 +50,225 @@ def read_json(path):
     return value
 
 
-# ---- history.jsonl --------------------------------------------------------------------------------
+class RunDir:
+    """One run folder: its paths, its lock, and the reading and writing of each of its files.
 
-def append_history(run_dir, record):
-    """Append one epoch's record. A kill during the append can leave a torn last line; read_history drops it."""
-    with open(Path(run_dir) / HISTORY, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_history(run_dir, before_epoch=None):
-    """The per-epoch records, in order, of epochs < before_epoch (all when None).
-
-    A torn last line (an append cut by a kill) is dropped; a bad line elsewhere is a one-line UserError.
+    `RunDir(path)` names an existing (or resumed) folder; `RunDir.create(log_dir, ...)` makes a fresh one.
     """
-    path = Path(run_dir) / HISTORY
-    if not path.is_file():
-        return []
-    try:
-        lines = [line for line in path.read_bytes().decode().splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; the file is damaged (restore it, or resume the run, which "
-                        "rewrites it from its checkpoint)") from None
-    records = []
-    for number, line in enumerate(lines, start=1):
+
+    ARGS, HISTORY, METRICS = "args.json", "history.jsonl", "metrics.json"
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __fspath__(self):
+        return str(self.path)
+
+    def __str__(self):
+        return str(self.path)
+
+    def __repr__(self):
+        return f"RunDir({str(self.path)!r})"
+
+    @classmethod
+    def create(cls, log_dir, z_dim, name=None):
+        """A fresh run folder (with checkpoints/) under `log_dir`, named `name` or <date>_<time>_z<z_dim>
+        (with _1, _2, ... when that exists); never reuses an existing one."""
+        stamp = name or f"{datetime.now():%Y-%m-%d_%H-%M-%S}_z{z_dim}"
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                raise ValueError("no epoch")
-            check_fields(record, HISTORY_FIELDS, f"{path}, line {number}")
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            for attempt in range(1 if name else 1000):
+                run = cls(Path(log_dir) / (stamp if attempt == 0 else f"{stamp}_{attempt}"))
+                try:
+                    run.path.mkdir()
+                except FileExistsError:
+                    continue
+                run.checkpoint_dir.mkdir()
+                return run
+        except OSError as error:
+            raise UserError(f"cannot create a run folder in --log_dir {log_dir}: {error.strerror}; "
+                            "choose a writable folder") from None
+        raise UserError(f"--log_dir {log_dir} already holds a run named {stamp}; resume it with --resume or "
+                        "choose another --run_name")
+
+    @classmethod
+    def of_checkpoint(cls, path):
+        """The run folder a checkpoint file belongs to (<run>/checkpoints/x.pt -> <run>; else its folder)."""
+        path = Path(path)
+        return cls(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+
+    # ---- paths -----------------------------------------------------------------------------------
+    @property
+    def name(self):
+        return self.path.resolve().name
+
+    @property
+    def checkpoint_dir(self):
+        return self.path / "checkpoints"
+
+    def checkpoint(self, which="last"):
+        if which not in CHECKPOINTS:
+            raise ValueError(f"which must be one of {CHECKPOINTS}, got {which!r}")
+        return self.checkpoint_dir / f"{which}.pt"
+
+    def eval_path(self, split):
+        return self.path / f"eval_{split}.json"
+
+    def picture_path(self, kind, split):
+        return self.path / f"{kind}_{split}.png"
+
+    def samples_path(self, epoch):
+        return self.path / f"samples_epoch_{epoch:03d}.png"
+
+    @property
+    def manifold_path(self):
+        return self.path / "vae_manifold.png"
+
+    # ---- the lock --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the run folder's lock for the block: a second process that wants to write into the same run
+        (a training, a resume, an evaluation) gets a one-line UserError instead of interleaving its files. An
+        advisory flock on .lock (opened without following a link), released when the process ends, even by
+        SIGKILL; the file is removed on the way out."""
+        path = self.path / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            raise UserError(f"cannot lock the run folder {self} ({path}: {error.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(f"the run folder {self} is in use by another process (a training, resume or "
+                            "evaluation); wait for it to finish or stop it, then retry") from None
+        try:
+            yield self
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
+
+    def remove_stale_tmp(self):
+        """The temporary files a SIGKILLed writer left in the folder and in checkpoints/ (atomic_io)."""
+        remove_stale_tmp(self.checkpoint_dir)
+        remove_stale_tmp(self.path)
+
+    # ---- settings, checkpoints, pictures ---------------------------------------------------------
+    def write_args(self, settings):
+        write_json(self.path / self.ARGS, settings)
+
+    def read_args(self):
+        return read_json(self.path / self.ARGS)
+
+    def save_checkpoint(self, which, state):
+        save_checkpoint(self.checkpoint(which), state)
+
+    def load_checkpoint(self, which="last", **kwargs):
+        return load_checkpoint(self.checkpoint(which), **kwargs)
+
+    def has_checkpoint(self, which="last"):
+        return self.checkpoint(which).is_file()
+
+    def check_checkpoint_destination(self):
+        """A planted link at checkpoints/last.pt is refused (one line) before a resume trains anything."""
+        check_destination(self.checkpoint("last"))
+
+    def save_samples(self, epoch, grid):
+        write_png(self.samples_path(epoch), grid)
+
+    def save_manifold(self, grid):
+        write_png(self.manifold_path, grid)
+
+    def save_picture(self, kind, split, grid):
+        write_png(self.picture_path(kind, split), grid)
+
+    def samples(self):
+        """{epoch: path} of the sample grids, in epoch order."""
+        found = {int(m.group(1)): p for p in self.path.glob("samples_epoch_*.png")
+                 if (m := re.fullmatch(r"samples_epoch_(\d+)\.png", p.name)) and p.is_file()}
+        return dict(sorted(found.items()))
+
+    def manifold(self):
+        return self.manifold_path if self.manifold_path.is_file() else None
+
+    # ---- history.jsonl ---------------------------------------------------------------------------
+    def append_history(self, record):
+        """Append one epoch's record. A kill during the append can leave a torn last line; read_history drops it."""
+        with open(self.path / self.HISTORY, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_history(self, before_epoch=None):
+        """The per-epoch records, in order, of epochs < before_epoch (all when None).
+
+        A torn last line (an append cut by a kill) is dropped; a bad line elsewhere is a one-line UserError.
+        """
+        path = self.path / self.HISTORY
+        if not path.is_file():
+            return []
+        try:
+            lines = [line for line in path.read_bytes().decode().splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not UTF-8 text; the file is damaged (restore it, or resume the run, which "
+                            "rewrites it from its checkpoint)") from None
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                    raise ValueError("no epoch")
+                check_fields(record, HISTORY_FIELDS, f"{path}, line {number}")
+            except ValueError:
+                if number == len(lines):
+                    break  # torn by an interrupted append
+                raise UserError(f"{path}, line {number}, is not an epoch record; the file is corrupt") from None
+            records.append(record)
+        return [r for r in records if before_epoch is None or r["epoch"] < before_epoch]
+
+    def restore_history(self, state):
+        """history.jsonl as the resumed checkpoint knows it: exactly the records of epochs 1..state["epoch"].
+
+        The checkpoint carries them (the truth on resume: records logged after it are dropped, and a record the
+        file lost, e.g. a torn line after the checkpoint was saved, comes back). A checkpoint from before it
+        carried them keeps the file's records and must find one per epoch, else the resume refuses in one line.
+        """
+        epoch, path = state["epoch"], self.path / self.HISTORY
+        kept = state.get("history")
+        if kept is None:
+            kept = self.read_history(epoch + 1)
+            if [r["epoch"] for r in kept] != list(range(1, epoch + 1)):
+                raise UserError(f"{path} lacks records of epochs 1..{epoch} that the checkpoint has trained, and "
+                                "the checkpoint (from an older version) does not carry them; the run cannot be "
+                                "resumed with a complete history: restore the file or start a new run")
+        write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    # ---- results ---------------------------------------------------------------------------------
+    def write_metrics(self, metrics):
+        write_json(self.path / self.METRICS, metrics)
+
+    def read_metrics(self):
+        return read_json(self.path / self.METRICS)
+
+    def is_finished(self):
+        """A run is finished when it wrote metrics.json (after its test phase)."""
+        return (self.path / self.METRICS).is_file()
+
+    def write_eval(self, split, result):
+        write_json(self.eval_path(split), result)
+
+    def read_eval(self, split):
+        return read_json(self.eval_path(split))
+
+    # ---- messages --------------------------------------------------------------------------------
+    def resume_hint(self, epoch):
+        """One line on what an interrupted run kept and a command that continues it from the current folder."""
+        if not epoch:
+            return f"no epoch finished, nothing to resume; {self} can be deleted"
+        script = TRAIN_SCRIPT
+        try:
+            script = script.relative_to(Path.cwd())
         except ValueError:
-            if number == len(lines):
-                break  # torn by an interrupted append
-            raise UserError(f"{path}, line {number}, is not an epoch record; the file is corrupt") from None
-        records.append(record)
-    return [r for r in records if before_epoch is None or r["epoch"] < before_epoch]
-
-
-def restore_history(run_dir, state):
-    """history.jsonl as the resumed checkpoint knows it: exactly the records of epochs 1..state["epoch"].
-
-    The checkpoint carries them (the truth on resume: records logged after it are dropped, and a record the
-    file lost, e.g. a torn line after the checkpoint was saved, comes back). A checkpoint from before it
-    carried them keeps the file's records and must find one per epoch, else the resume refuses in one line.
-    """
-    epoch, path = state["epoch"], Path(run_dir) / HISTORY
-    kept = state.get("history")
-    if kept is None:
-        kept = read_history(run_dir, epoch + 1)
-        if [r["epoch"] for r in kept] != list(range(1, epoch + 1)):
-            raise UserError(f"{path} lacks records of epochs 1..{epoch} that the checkpoint has trained, and the "
-                            "checkpoint (from an older version) does not carry them; the run cannot be resumed "
-                            "with a complete history: restore the file or start a new run")
-    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
-# ---- results --------------------------------------------------------------------------------------
-
-def write_metrics(run_dir, metrics):
-    write_json(Path(run_dir) / METRICS, metrics)
-
-
-def read_metrics(run_dir):
-    return read_json(Path(run_dir) / METRICS)
-
-
-def eval_path(run_dir, split):
-    return Path(run_dir) / f"eval_{split}.json"
-
-
-def write_eval(run_dir, split, result):
-    write_json(eval_path(run_dir, split), result)
-
-
-# ---- resuming -------------------------------------------------------------------------------------
-
-def resumed_args(args):
-    """The settings of the run in args.resume, with the flags a resume may change taken from `args`.
-
-    A flag the user typed (args.given; without it, any value other than the default) that
-    contradicts the run is a one-line UserError: a resumed run must compute exactly what the
-    uninterrupted run would have. Returns (merged settings dict, checkpoint state).
-    """
-    path = Path(args.resume) / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise UserError(f"--resume {args.resume}: no checkpoint at {path}; pass a run folder of train_torch.py "
-                        "that finished at least one epoch")
-    state = load_checkpoint(path, for_resume=True)
-    check_saved_settings(state["args"], f"{path}, args")
-    saved, new, default = state["args"], args_to_dict(args), defaults()
-    given = set(getattr(args, "given", [k for k in new if new[k] != default.get(k)])) - {"resume"}
-    check_model_fits(state, path, {k: new[k] if k in given else saved.get(k, default[k]) for k in FAMILY})
-    merged = {**default, **saved, "resume": new["resume"]}
-    for name in sorted(given):
-        if new[name] == merged.get(name):
-            continue
-        if name not in RESUME_MAY_CHANGE:
-            raise UserError(f"--{name} {new[name]} differs from the resumed run's {merged.get(name)}; a resumed run "
-                            f"keeps its settings (only --{', --'.join(RESUME_MAY_CHANGE)} may change)")
-        merged[name] = new[name]
-    if "data_dir" in given:
-        merged["data_dir"] = str(resolve_path(new["data_dir"], "--data_dir"))
-    return merged, state
-
-
-def resume_hint(run_dir, epoch):
-    """One line on what an interrupted run kept and a command that continues it from the current folder."""
-    if run_dir is None:
-        return "no run folder was created; nothing was written"
-    if not epoch:
-        return f"no epoch finished, nothing to resume; {run_dir} can be deleted"
-    script = TRAIN_SCRIPT
-    try:
-        script = script.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    command = shlex.join(["python", str(script), "--resume", str(run_dir)])  # quoted: paths with spaces work
-    return f"{run_dir / 'checkpoints' / 'last.pt'} holds epoch {epoch}; continue with: {command}"
-
-
-def find_data_dir(data_dir):
-    """A run's data_dir; a relative one (older runs stored it as typed) is looked up from here, the repo
-    root, then part1/."""
-    data_dir = Path(data_dir)
-    if data_dir.is_absolute():
-        return data_dir
-    for base in (Path.cwd(), REPO_ROOT, PART1_DIR):
-        if (base / data_dir / "FashionMNIST" / "raw").is_dir():
-            return (base / data_dir).resolve()
-    return data_dir
-
-
-# ---- reading a run (the report, the sweep) ----------------------------------------------------------
-
-def is_finished(run_dir):
-    """A run is finished when it wrote metrics.json (after its test phase)."""
-    return (Path(run_dir) / METRICS).is_file()
-
-
-def load_run(run_dir):
-    """Everything the report needs from one run folder, as a dict (history must hold at least one epoch)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run folder {run_dir} does not exist")
-    history = read_history(run_dir)
-    if not history:
-        raise UserError(f"{run_dir / HISTORY} is missing or empty: is {run_dir} a run folder of train_torch.py?")
-    samples = {int(m.group(1)): p for p in run_dir.glob("samples_epoch_*.png")
-               if (m := re.fullmatch(r"samples_epoch_(\d+)\.png", p.name)) and p.is_file()}
-    manifold = run_dir / "vae_manifold.png"
-    metrics, evaluation = read_metrics(run_dir) or {}, read_json(eval_path(run_dir, "test"))
-    check_fields(metrics, METRICS_FIELDS, run_dir / METRICS)
-    if evaluation is not None:
-        check_fields(evaluation, EVAL_FIELDS, eval_path(run_dir, "test"))
-    return {"dir": run_dir, "name": run_dir.resolve().name, "history": history,
-            "args": read_json(run_dir / ARGS) or {}, "metrics": metrics, "eval": evaluation,
-            "samples": dict(sorted(samples.items())), "manifold": manifold if manifold.is_file() else None}
-
-
-def load_finished_run(run_dir):
-    """load_run of a finished run, with the fields a results table reads checked present (types: load_run);
-    an unfinished run, or one whose files lack them, is a one-line UserError before anything is written."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run folder {run_dir} does not exist")
-    if not is_finished(run_dir):
-        raise UserError(f"{run_dir} has no metrics.json: the run is unfinished (resume it with part1/train_torch.py "
-                        "--resume) or not a run folder; nothing was written")
-    run = load_run(run_dir)
-    # The fields the results block reads (their types were checked by load_run).
-    check_fields(run["metrics"], {}, run_dir / METRICS, required=(
-        "test_bpd", "test_rec_nats", "test_kl_nats", "best_epoch", "epochs", "seconds_per_epoch", "wall_time_s",
-        "device"))
-    if run["eval"] is not None:
-        check_fields(run["eval"], {}, eval_path(run_dir, "test"), required=(
-            "checkpoint", "num_images", "iw_samples", "bpd", "nelbo_nats", "iw_bpd", "iw_nats", "gap_bpd",
-            "per_class", "latents", "device", "data_dir", "seed", "wall_time_s", "active_units"))
-        where = eval_path(run_dir, "test")
-        for name, entry in run["eval"]["per_class"].items():
-            entry = entry if isinstance(entry, dict) else {}
-            check_fields(entry, {"count": int, **{k: NUMBER for k in (
-                "bpd", "bpd_se", "iw_bpd", "iw_bpd_se")}}, f"{where}, per_class {name!r}", required=("count",))
-        check_fields(run["eval"]["latents"], {"z_dim": int, "active_threshold": NUMBER, "kl_per_dim": list},
-                     f"{where}, latents", required=("z_dim", "active_threshold"))
-    return run
+            pass
+        command = shlex.join(["python", str(script), "--resume", str(self)])  # quoted: paths with spaces work
+        return f"{self.checkpoint('last')} holds epoch {epoch}; continue with: {command}"

@@ -29,12 +29,13 @@ import threading
 import time
 from pathlib import Path
 
-import run_folder
 from atomic_io import write_json, write_text
 from cli_common import (EXIT_SIGINT, ArgumentParser, Interrupted, Terminated, UserError, int_at_least, resolve_path,
                         run_cli, seed_type, signal_name_and_status)
-from config import PART1_DIR, TRAIN_SCRIPT, parse_train_args
+from config import PART1_DIR, REPO_ROOT, TRAIN_SCRIPT, parse_train_args
 from model import FLOW_KINDS, OBJECTIVES
+from run_folder import RunDir, read_json
+from session import RESUME_MAY_CHANGE
 
 PROG, SWEEP_JSON, SBATCH = "sweep.py", "sweep.json", "sweep.sbatch"
 GRID_FLAGS = ("objectives", "train_samples", "flows", "flow_lengths", "seeds")
@@ -114,9 +115,9 @@ def point_name(point):
 
 
 def resume_flags(train):
-    """The passthrough flags a resume may change (run_folder.RESUME_MAY_CHANGE), rebuilt from the namespace."""
+    """The passthrough flags a resume may change (session.RESUME_MAY_CHANGE), rebuilt from the config."""
     flags = []
-    for name in (name for name in run_folder.RESUME_MAY_CHANGE if name in train.given):
+    for name in (name for name in RESUME_MAY_CHANGE if name in train.given):
         value = getattr(train, name)
         if isinstance(value, bool):
             flags.append(f"--{name}" if value else f"--no-{name}")
@@ -126,9 +127,10 @@ def resume_flags(train):
 
 
 def point_state(run_dir):
-    if run_folder.is_finished(run_dir):
+    run = RunDir(run_dir)
+    if run.is_finished():
         return "finished"
-    return "interrupted" if (run_dir / "checkpoints" / "last.pt").is_file() else "pending"
+    return "interrupted" if run.has_checkpoint("last") else "pending"
 
 
 class BinaryToText:
@@ -213,7 +215,7 @@ def write_summary(sweep_dir, args, points):
                          for i, p in enumerate(points)]}
     path = sweep_dir / SWEEP_JSON
     with contextlib.suppress(UserError):  # a corrupt sweep.json is rewritten
-        if run_folder.read_json(path) == record:
+        if read_json(path) == record:
             return path
     write_json(path, record)
     return path
@@ -240,7 +242,7 @@ def sbatch_text(args, points, sweep_dir):
         "set -eo pipefail",
         ': "${SLURM_ARRAY_TASK_ID:?submit this script with sbatch: it is a job array}"',
         "# the repository root, then the Python environment",
-        f"cd {shlex.quote(str(run_folder.REPO_ROOT))}",
+        f"cd {shlex.quote(str(REPO_ROOT))}",
         args.activate,
         f"cd {shlex.quote(str(Path.cwd()))}  # where sweep.py --slurm ran: relative paths in the flags hold",
         "# one complete command per grid point",

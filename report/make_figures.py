@@ -7,30 +7,34 @@ figures/bpd_curves.png and figures/samples.png, its evaluate.py pictures figures
 and figures/interpolations.png. RUN_DIR_Z2 is a z_dim 2 run: its vae_manifold.png becomes
 figures/manifold.png. Both runs go into figures/results.md, and the same Markdown replaces the text
 between the results markers of report.md, so no number in the report is typed by hand. Run folders
-are read through run_folder.py (the one owner of their format); unfinished runs are refused before
+are read through part1/runs.py and run_folder.py (the one owner of their format); unfinished runs are refused before
 anything is written.
 """
 import io
 import sys
 from pathlib import Path
 
-REPORT_DIR = Path(__file__).resolve().parent
-REPO_ROOT = REPORT_DIR.parent
-sys.path.insert(0, str(REPO_ROOT / "part1"))
-if __name__ == "__main__":  # before numpy, matplotlib and torch: a signal while they import ends in one line
+try:  # part1/'s modules: importable once it is installed (requirements.txt: -e ./part1; pytest: pythonpath)
     import entry
+except ModuleNotFoundError:
+    raise SystemExit("make_figures.py: error: part1/'s modules are not importable; install them with "
+                     "`pip install -e ./part1` in the repository root (`make` does), then retry") from None
+if __name__ == "__main__":  # before numpy, matplotlib and torch: a signal while they import ends in one line
     entry.guard_startup()
 
 import torch  # noqa: E402
 
 import compare  # noqa: E402
 import plots  # noqa: E402
-import run_folder  # noqa: E402
 import study  # noqa: E402
 from atomic_io import check_writable, write_bytes, write_text  # noqa: E402
 from cli_common import ArgumentParser, UserError, resolve_path, run_cli  # noqa: E402
-from config import defaults  # noqa: E402
+from config import REPO_ROOT, defaults, find_data_dir  # noqa: E402
 from dataset import DATASETS, DataError, check_idx, quantize  # noqa: E402
+from run_folder import PICTURES, RunDir  # noqa: E402
+from runs import load_finished_run  # noqa: E402
+
+REPORT_DIR = Path(__file__).resolve().parent
 
 PROG = "make_figures.py"
 BEGIN_MARKER = "<!-- results:begin -->"
@@ -70,7 +74,7 @@ def describe_data(data_dir, dataset="fashion_mnist"):
     """'FashionMNIST subset: 2,048 train / 509 test images (`DIR`)' (or MNIST), or the folder when it is not found."""
     if not data_dir:
         return "–"
-    root = run_folder.find_data_dir(data_dir)
+    root = find_data_dir(data_dir, dataset)
     shown = Path(data_dir)
     if shown.is_absolute() and shown.is_relative_to(REPO_ROOT.parent):
         shown = Path("..") / shown.relative_to(REPO_ROOT.parent)  # e.g. ../shared/data, as the README says
@@ -106,7 +110,8 @@ def real_test_images(args):
     when they cannot be read."""
     if not args.get("data_dir"):
         return None
-    raw = run_folder.find_data_dir(args["data_dir"]) / DATASETS[args.get("dataset", "fashion_mnist")].folder / "raw"
+    dataset = args.get("dataset", "fashion_mnist")
+    raw = find_data_dir(args["data_dir"], dataset) / DATASETS[dataset].folder / "raw"
     path = raw / "t10k-images-idx3-ubyte"
     try:
         count = check_idx(path, 0x0803, (28, 28))
@@ -200,10 +205,6 @@ def save_figure(fig, path):
     write_bytes(path, buffer.getvalue())
 
 
-def load_finished(run_dir):
-    """A finished run with every field the results block reads (run_folder.load_finished_run)."""
-    return run_folder.load_finished_run(run_dir)
-
 
 def replace_block(report, markers, block, path):
     """The report text with the text between `markers` replaced by `block` (a UserError if they are missing)."""
@@ -268,7 +269,7 @@ def main(args):
 
 def make_results(args, report):
     """The results figures and tables from RUN_DIR (and RUN_DIR_Z2); returns (new report text, written paths)."""
-    runs = [load_finished(args.run_dir)] + ([load_finished(args.run_dir_z2)] if args.run_dir_z2 else [])
+    runs = [load_finished_run(args.run_dir)] + ([load_finished_run(args.run_dir_z2)] if args.run_dir_z2 else [])
     replace_block(report, (BEGIN_MARKER, END_MARKER), "", args.report)
     out = args.out_dir
     main_run, manifold_run = runs[0], runs[-1]
@@ -278,8 +279,8 @@ def make_results(args, report):
                "samples.png": plots.plot_samples(main_run, data) if main_run["samples"] else None,
                "manifold.png": plots.plot_manifold(manifold_run["manifold"], data) if manifold_run["manifold"] else None}
     copies = {}  # evaluate.py's pictures of the main run, copied as they are
-    for name in ("reconstructions", "interpolations"):
-        source = main_run["dir"] / f"{name}_test.png"
+    for name in PICTURES:
+        source = RunDir(main_run["dir"]).picture_path(name, "test")
         if source.is_file():
             plots.read_png(source)  # a damaged picture is refused here, before anything is written
         copies[f"{name}.png"] = source.read_bytes() if source.is_file() else None

@@ -10,7 +10,8 @@ from pathlib import Path
 from statistics import mean, median, stdev
 
 import compare
-import run_folder
+from run_folder import RunDir
+from runs import load_run
 from cli_common import UserError
 
 BASELINE = "elbo-k1_none-l0"
@@ -27,15 +28,15 @@ QUANTITIES = (("test_iw_bpd", "Δ test IW bpd", 4), ("test_bpd", "Δ test ELBO b
 
 
 def load_study(sweep_dir):
-    """{config: {seed: run}} of the finished runs in a sweep folder (run = run_folder.load_run + eval_test.json)."""
+    """{config: {seed: run}} of the finished runs in a sweep folder (run = runs.load_run, eval_test.json included)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise UserError(f"sweep folder {sweep_dir} does not exist")
     configs = {}
     for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
         match = NAME.fullmatch(run_dir.name)
-        if match and run_folder.is_finished(run_dir):
-            run = run_folder.load_run(run_dir)
+        if match and RunDir(run_dir).is_finished():
+            run = load_run(run_dir)
             run["metrics"]["gap"] = run["metrics"]["test_bpd"] - run["metrics"].get("test_iw_bpd", math.nan)
             # The median epoch time: robust to an epoch stalled by other load or a paused process.
             run["metrics"]["median_epoch_seconds"] = median(h["seconds"] for h in run["history"])

@@ -17,7 +17,7 @@ import torch
 
 import benchmark
 import evaluate
-import run_folder
+from run_folder import RunDir
 import sweep
 import train_torch
 from atomic_io import atomic_write, remove_stale_tmp, write_text
@@ -27,7 +27,6 @@ from cli_contract import Case, edit_checkpoint, params, run_case
 from conftest import PART1, REPO_ROOT, SMALL, generated_data, make_images, write_idx
 from fmnist import fmnist, quantize
 
-sys.path.insert(0, str(REPO_ROOT / "report"))
 import make_figures  # noqa: E402
 
 
@@ -278,7 +277,7 @@ def test_an_older_checkpoint_without_history_refuses_a_short_history(ctx, capsys
 def test_two_processes_on_one_run_folder(ctx, capsys):
     """While one process holds the run (a training or an evaluation), a second resume is refused in one line
     and changes nothing; once the first lets go, the resume runs."""
-    with run_folder.locked(ctx.run):
+    with RunDir(ctx.run).locked():
         run_case(Case("in-use", resume(), 2, ("is in use by another process",), may_change=("run/.lock",)),
                  train_torch.cli, "train_torch.py", ctx, capsys)
         with pytest.raises(UserError, match="in use"):
@@ -290,7 +289,7 @@ def test_two_processes_on_one_run_folder(ctx, capsys):
 
 def test_the_printed_resume_command_survives_spaces(tmp_path):
     run_dir = tmp_path / "my runs" / "a run"
-    hint = run_folder.resume_hint(run_dir, 4)
+    hint = RunDir(run_dir).resume_hint(4)
     command = hint.split("continue with: ", 1)[1]
     assert shlex.split(command)[-2:] == ["--resume", str(run_dir)]
 

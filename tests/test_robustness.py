@@ -13,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import run_folder
+import session
 import train_torch
 from checkpoints import CheckpointError, load_checkpoint
 from conftest import PART1, REPO_ROOT, SMALL, RunsCode, generated_data, history_without_time, run_dirs, wait_for
@@ -66,8 +66,8 @@ def assert_same_as_uninterrupted(run_dir, reference):
     assert not list(run_dir.rglob("*.tmp"))
     # One TensorBoard point per epoch: the resumed session's purge_step hid the interrupted duplicates.
     events = EventAccumulator(str(run_dir)).Reload()
-    assert [e.step for e in events.Scalars("train/bpd")] == [1, 2, 3]
-    assert [e.value for e in events.Scalars("val/bpd")] == pytest.approx([h["val_bpd"] for h in
+    assert [e.step for e in events.Scalars("bpd/train")] == [1, 2, 3]
+    assert [e.value for e in events.Scalars("bpd/val")] == pytest.approx([h["val_bpd"] for h in
                                                                           history_without_time(reference)])
 
 
@@ -160,10 +160,10 @@ def test_resuming_a_finished_run_changes_nothing(finished_run, capsys):
 
 def test_resume_honours_a_typed_value_equal_to_the_default(finished_run):
     """--epochs 80 (the default) on a 2-epoch run means 80, not "not given"."""
-    merged, state = run_folder.resumed_args(parse_args(["--resume", str(finished_run), "--epochs", "80"]))
-    assert state["epoch"] == 2 and merged["epochs"] == 80
-    merged, _ = run_folder.resumed_args(parse_args(["--resume", str(finished_run)]))
-    assert merged["epochs"] == 2  # not typed: the run's own value
+    merged, state = session.resumed_settings(parse_args(["--resume", str(finished_run), "--epochs", "80"]))
+    assert state["epoch"] == 2 and merged.epochs == 80
+    merged, _ = session.resumed_settings(parse_args(["--resume", str(finished_run)]))
+    assert merged.epochs == 2  # not typed: the run's own value
 
 
 def test_the_last_epoch_always_gets_a_sample_grid(finished_run):

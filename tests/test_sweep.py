@@ -12,9 +12,10 @@ from argparse import Namespace
 import pytest
 
 from conftest import PART1, REPO_ROOT, history_without_time, run_script
-from run_folder import is_finished, read_history, read_metrics
-from sweep import cli, grid_points, parse_args, point_name, resume_flags
+from run_folder import RunDir
+
 from config import parse_train_args
+from sweep import cli, grid_points, parse_args, point_name, resume_flags
 
 # 3 epochs of 17 batches: the kill test stops the second run inside its second or third epoch.
 TRAIN = ["--epochs", "3", "--batch_size", "16", "--num_filters", "4", "--z_dim", "2", "--sample_epochs",
@@ -75,7 +76,7 @@ def test_local_sweep_and_rerun(full_sweep, tiny_data, capfd):
     assert "sweep: 4 point(s) finished (4 started, 0 resumed, 0 skipped as finished)" in lines[-1]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == NAMES4
     for name, point in zip(NAMES4, grid_points(parse_args(["d", *GRID4]))):
-        assert is_finished(sweep_dir / name) and len(read_history(sweep_dir / name)) == 3
+        assert RunDir(sweep_dir / name).is_finished() and len(RunDir(sweep_dir / name).read_history()) == 3
         args = json.loads((sweep_dir / name / "args.json").read_text())
         assert {key: args[key] for key in point} == point
         assert (args["epochs"], args["num_filters"], args["z_dim"]) == (3, 4, 2)
@@ -114,7 +115,7 @@ def test_killed_sweep_reruns_to_the_uninterrupted_result(full_sweep, tiny_data, 
     assert process.returncode == 143, err[-3000:]
     assert err.splitlines()[-1] == f"sweep.py: stopped by SIGTERM during {NAMES2[1]}; rerun the same command to " \
                                    "resume it"
-    assert is_finished(sweep_dir / NAMES2[0]) and not is_finished(sweep_dir / NAMES2[1])  # really cut short
+    assert RunDir(sweep_dir / NAMES2[0]).is_finished() and not RunDir(sweep_dir / NAMES2[1]).is_finished()  # really cut short
     assert json.loads((sweep_dir / "sweep.json").read_text())["points"][1]["status"] == "interrupted"
 
     capfd.readouterr()
@@ -124,7 +125,7 @@ def test_killed_sweep_reruns_to_the_uninterrupted_result(full_sweep, tiny_data, 
     uninterrupted = full_sweep[0]
     for name in NAMES2:
         assert history_without_time(sweep_dir / name) == history_without_time(uninterrupted / name)
-        resumed, reference = read_metrics(sweep_dir / name), read_metrics(uninterrupted / name)
+        resumed, reference = RunDir(sweep_dir / name).read_metrics(), RunDir(uninterrupted / name).read_metrics()
         assert resumed["test_bpd"] == reference["test_bpd"] and resumed["test_iw_bpd"] == reference["test_iw_bpd"]
 
 

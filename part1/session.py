@@ -1,0 +1,197 @@
+"""A training run's setup, new or resumed, in one place: `start_run` yields the settings (a resumed run's own,
+with only the flags a resume may change taken from the command line), the checkpoint to continue from, the
+data, the hardware choices and the locked run folder; `Run.restore` puts a resumed run's weights, optimizer,
+random states and history back, and `Run.save` writes the checkpoints that make a resume exact.
+"""
+import contextlib
+import dataclasses
+import math
+import random
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+import hardware
+from checkpoints import FAMILY, check_model_fits, checkpoint_state, load_checkpoint, restore_training_state
+from cli_common import UserError, resolve_device, resolve_path
+from config import TrainConfig, check_saved_settings, defaults, find_data_dir
+from dataset import load_data
+from run_folder import RunDir
+
+# Flags a resumed run may change; every other setting comes from the run being resumed.
+RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "eval_batch_size", "final_iw_samples", "progress_bar",
+                     "data_dir", "compile", "sample_epochs")
+
+
+def seed_everything(seed):
+    """Seed python, numpy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure_cuda(deterministic):
+    """TF32 matmuls/convs, and cuDNN autotuning unless bitwise determinism is requested."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def resumed_settings(config):
+    """The settings of the run in config.resume, with the flags a resume may change taken from `config`.
+
+    A flag the user typed (config.given) that contradicts the run is a one-line UserError: a resumed run must
+    compute exactly what the uninterrupted run would have. Returns (merged TrainConfig, checkpoint state).
+    """
+    run = RunDir(config.resume)
+    path = run.checkpoint("last")
+    if not path.is_file():
+        raise UserError(f"--resume {config.resume}: no checkpoint at {path}; pass a run folder of train_torch.py "
+                        "that finished at least one epoch")
+    state = load_checkpoint(path, for_resume=True)
+    check_saved_settings(state["args"], f"{path}, args")
+    saved, new, default = state["args"], config.to_dict(), defaults()
+    given = set(config.given) - {"resume"}
+    check_model_fits(state, path, {k: new[k] if k in given else saved.get(k, default[k]) for k in FAMILY})
+    merged = {**default, **saved, "resume": new["resume"]}
+    for name in sorted(given):
+        if new[name] == merged.get(name):
+            continue
+        if name not in RESUME_MAY_CHANGE:
+            raise UserError(f"--{name} {new[name]} differs from the resumed run's {merged.get(name)}; a resumed run "
+                            f"keeps its settings (only --{', --'.join(RESUME_MAY_CHANGE)} may change)")
+        merged[name] = new[name]
+    if "data_dir" in given:
+        merged["data_dir"] = str(resolve_path(new["data_dir"], "--data_dir"))
+    merged["data_dir"] = find_data_dir(merged["data_dir"], merged["dataset"])
+    resumed = TrainConfig.from_dict(merged, config.given)
+    if resumed.epochs < state["epoch"]:
+        raise UserError(f"--epochs {resumed.epochs} is fewer than the {state['epoch']} epochs {config.resume} has "
+                        f"trained; pass --epochs {state['epoch']} or more")
+    return resumed, state
+
+
+def speed_choices(config, device, num_train, saved):
+    """What precision, compilation and memory format to use: the recorded ones on resume (so a resumed run
+    computes what the uninterrupted one would), else hardware.choose's for this device and run length."""
+    if saved is not None:
+        choice = dict(saved)
+        if "compile" in config.given and config.compile != "auto":
+            choice["compile"] = config.compile == "on"
+        return choice
+    steps = config.epochs * math.ceil(num_train / config.batch_size)
+    return hardware.choose(device, config.precision, config.compile, config.channels_last, steps)
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands: the best validation bpd and its epoch, the epoch records 1..epoch (which every
+    checkpoint carries), the last epoch saved, and the wall time of earlier sessions (seconds)."""
+    best_val_bpd: float = math.inf
+    best_epoch: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    last_saved: int = 0
+    earlier_wall_time_s: float = 0.0
+
+
+@dataclasses.dataclass
+class Run:
+    """A run being trained: its settings, the checkpoint it resumes (None: a new run), its folder (locked while
+    the run lives; a new run's is made by `begin`, once the model is built, so that a refused setting leaves no
+    folder) and, unless `finished`, its device, data, hardware choices and data-order generator."""
+    config: TrainConfig
+    state: Optional[dict]
+    dir: Optional[RunDir]
+    started: float
+    finished: bool = False
+    device: Optional[torch.device] = None
+    loaders: tuple = ()
+    choice: Optional[dict] = None
+    data_order: Optional[torch.Generator] = None
+    holds: Optional[contextlib.ExitStack] = None  # the folder's lock, released when start_run's block ends
+
+    @property
+    def start_epoch(self):
+        return 1 if self.state is None else self.state["epoch"] + 1
+
+    def settings(self):
+        """What args.json and every checkpoint record: the settings and what `auto` chose."""
+        return {**self.config.to_dict(), "auto_choices": self.choice}
+
+    def wall_time_s(self, progress):
+        return progress.earlier_wall_time_s + time.time() - self.started
+
+    def begin(self, model, optimizer):
+        """Make a new run's folder (locked) and return a fresh Progress; or load a resumed run's weights, optimizer
+        and random states (a part that does not fit: one-line CheckpointError), cut history.jsonl back to the
+        checkpoint and return its Progress. Then write args.json."""
+        progress = Progress()
+        if self.state is None:
+            self.dir = RunDir.create(self.config.log_dir, self.config.z_dim, self.config.run_name)
+            self.holds.enter_context(self.dir.locked())
+        else:
+            restore_training_state(self.state, self.dir.checkpoint("last"), model, optimizer, self.data_order)
+            progress = Progress(self.state["best_val_bpd"], self.state["best_epoch"],
+                                self.dir.restore_history(self.state), self.state["epoch"], self.state["wall_time_s"])
+        self.dir.write_args(self.settings())
+        return progress
+
+    def save(self, model, optimizer, epoch, progress):
+        """Checkpoint epoch `epoch`: `best` on a new best validation bpd first, then `last`, so that `last` never
+        points to a best epoch whose weights were not saved."""
+        state = checkpoint_state(model, optimizer, epoch, progress.best_val_bpd, progress.best_epoch,
+                                 self.settings(), self.wall_time_s(progress), self.data_order, progress.history)
+        if progress.best_epoch == epoch:
+            self.dir.save_checkpoint("best", state)
+        self.dir.save_checkpoint("last", state)
+        progress.last_saved = epoch
+
+
+@contextlib.contextmanager
+def start_run(config):
+    """Yield the Run of `config`: a new run (a fresh folder under --log_dir) or, with config.resume, that run
+    continued from its checkpoints/last.pt. The folder stays locked until the block ends (a new run's from
+    Run.begin on).
+
+    A resumed run that already finished all its epochs and its test is yielded with finished=True (nothing is
+    loaded or written). A new run's folder is made after the data and the model: bad input leaves none.
+    """
+    started = time.time()
+    state = None
+    if config.resume:
+        config, state = resumed_settings(config)
+        run_dir = RunDir(resolve_path(config.resume, "--resume"))
+        if state["epoch"] >= config.epochs and run_dir.is_finished():
+            yield Run(config, state, run_dir, started, finished=True)
+            return
+    else:
+        config = dataclasses.replace(config, data_dir=resolve_path(config.data_dir, "--data_dir"),
+                                     log_dir=resolve_path(config.log_dir, "--log_dir"))
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        configure_cuda(config.deterministic)
+    # The whole quantized set in memory (on the GPU when training there); its own generator for the shuffle.
+    data_order = torch.Generator().manual_seed(config.seed)
+    loaders = load_data(config.data_dir, config.dataset, config.bits, config.batch_size, config.num_workers,
+                        download=state is None, generator=data_order, eval_batch_size=config.eval_batch_size,
+                        device=device if device.type == "cuda" else None)
+    choice = speed_choices(config, device, len(loaders[0].dataset), state and state["args"].get("auto_choices"))
+    with contextlib.ExitStack() as holds:
+        if state is None:
+            run_dir = None  # made by Run.begin
+        else:
+            holds.enter_context(run_dir.locked())  # before anything of the resumed run is touched
+            run_dir.check_checkpoint_destination()  # a planted link there: refused before training
+            run_dir.remove_stale_tmp()
+        yield Run(config, state, run_dir, started, device=device, loaders=loaders, choice=choice,
+                  data_order=data_order, holds=holds)
+
+
+def resume_hint(run_dir, epoch):
+    """One line on what an interrupted run kept (run_dir None: no folder was made) and how to continue it."""
+    return "no run folder was created; nothing was written" if run_dir is None else RunDir(run_dir).resume_hint(epoch)
+
