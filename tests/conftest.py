@@ -1,4 +1,4 @@
-"""Shared helpers and fixtures: part1/ and report/ on the import path, small FashionMNIST-layout IDX files
+"""Shared helpers and fixtures (part1/ and report/ are on the import path by pytest.ini): small IDX files
 written by hand (and as the loaders give them), the flags of a cheap run and one finished run of them, finding
 run folders and reading their history, waiting on a training process, and capturing one-line errors."""
 import json
@@ -16,17 +16,10 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PART1 = REPO_ROOT / "part1"
-sys.path.insert(0, str(PART1))
-sys.path.insert(0, str(REPO_ROOT / "report"))  # make_figures, study
 
 # A cheap 2-epoch z_dim 2 run on the CPU: no scheduled sample grids, no final IW evaluation, no progress bar.
 SMALL = ["--epochs", "2", "--batch_size", "64", "--num_filters", "8", "--z_dim", "2", "--sample_epochs",
          "--final_iw_samples", "0", "--device", "cpu", "--no-progress_bar"]
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long end-to-end runs (compile, signals, kill/resume, benchmark, "
-                                       "sweeps); the quick tier is pytest -m 'not slow'")
 
 
 RAW_NAMES = {

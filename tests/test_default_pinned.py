@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import generated_data, only_run_dir  # noqa: E402
 
 import train_torch  # noqa: E402  (part1 is on the path once conftest is imported)

@@ -10,7 +10,6 @@ from matplotlib.image import imread
 
 from conftest import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "report"))
 import compare  # noqa: E402
 import make_figures  # noqa: E402
 import study  # noqa: E402
