@@ -1,9 +1,10 @@
 """What a run shows in TensorBoard, all in the run's own event file (one run in TensorBoard's list per run folder).
 
 Time Series (the tab TensorBoard opens on) sorts tag groups alphabetically, so a person sees first:
-    bpd/          train and validation bpd (the negative ELBO, bits per dimension) and the training objective
+    bpd/          train and validation bpd (the negative ELBO, bits per dimension), side by side
     elbo_terms/   rec_nats (-log p(x|z)) and kl_nats (the KL term), nats per image, train and validation
-then final/ (the metrics.json figures the HParams tab compares), the images (manifold, samples) and time/.
+then final/ (the metrics.json figures the HParams tab compares), the manifold, objective/ (the loss
+minimised, in bpd), the sample grids and time/.
 Custom Scalars: train and validation bpd on one chart, the ELBO terms on two more (LAYOUT).
 HParams: the run's settings and final/ metrics, written into the run itself (torch's summary.hparams; not
 SummaryWriter.add_hparams, which makes a second run <run>/hparams with one-point charts of its own).
@@ -18,12 +19,13 @@ HPARAM_METRICS = ("test_bpd", "test_iw_bpd", "best_val_bpd", "test_kl_nats", "te
 
 
 def epoch_tag(split, name):
-    """The tag of an epoch statistic (history.jsonl's f"{split}_{name}"): bpd/<split>, bpd/train_objective,
-    elbo_terms/<name>_<split>."""
+    """The tag of an epoch statistic (history.jsonl's f"{split}_{name}"): bpd/<split>, objective/bpd_<split>,
+    elbo_terms/<name>_<split>. The objective has a group of its own, so that the first two cards are train and
+    validation bpd."""
     if name == "bpd":
         return f"bpd/{split}"
     if name == "objective_bpd":
-        return f"bpd/{split}_objective"
+        return f"objective/bpd_{split}"
     return f"elbo_terms/{name}_{split}"
 
 
@@ -39,7 +41,7 @@ def _lines(*tags):
 LAYOUT = {
     "bits per dimension (negative ELBO; lower is better)": {
         "train and validation bpd": _lines("bpd/train", "bpd/val"),
-        "training objective and ELBO (bpd; equal for the ELBO with K = 1)": _lines("bpd/train_objective", "bpd/train"),
+        "training objective and ELBO (bpd; equal for the ELBO with K = 1)": _lines("objective/bpd_train", "bpd/train"),
     },
     "ELBO terms (nats per image)": {
         "reconstruction -log p(x|z)": _lines("elbo_terms/rec_nats_train", "elbo_terms/rec_nats_val"),
