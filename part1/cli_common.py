@@ -1,7 +1,7 @@
 """What every command-line script shares: the error type, exit statuses, argparse types, device choice,
 and the wrapper that turns every expected failure into one line on stderr and an exit status.
 
-Exit statuses (the README's table): 0 done, 1 diverged (NaN/Inf loss), 2 bad input,
+Exit statuses (part1/README.md's table): 0 done, 1 diverged (NaN/Inf loss), 2 bad input,
 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM.
 """
 import argparse
@@ -44,7 +44,7 @@ def signal_name_and_status(stop):
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with a usage error as one line on stderr (exit status 2) instead of the usage block: the
-    README's promise for every bad input. --help still prints the whole usage."""
+    manual's promise (part1/README.md) for every bad input. --help still prints the whole usage."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
@@ -116,7 +116,7 @@ def _raise_terminated(signum, frame):
 
 
 def run_cli(prog, main, args):
-    """Run main(args) and exit with the README's status; every expected failure is one line on stderr.
+    """Run main(args) and exit with the status of part1/README.md; every expected failure is one line on stderr.
 
     MemoryError (a model or batch that does not fit) is a user error: the message names the flags; so is an
     OSError that reaches here (a path the OS refused: too long, a link loop, no permission, a full disk).

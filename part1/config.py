@@ -125,7 +125,7 @@ def build_parser(prog="train_torch.py"):
     data.add_argument("--num_workers", type=int_at_least(0), default=0,
                       help="DataLoader worker processes (the data are in memory: 0 is usually fastest)")
 
-    speed = parser.add_argument_group("speed (same model and loss; see README, Performance)")
+    speed = parser.add_argument_group("speed (same model and loss; see report/measurements.md)")
     speed.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="bf16 autocast of the convs and linear layers (sampling, KL and cross-entropy stay "
                             "fp32); auto: bf16 only where the hardware runs it natively")

@@ -67,7 +67,7 @@ def _bpd(nats, dims):
 
 
 def summarize(per_image, active_threshold=ACTIVE_THRESHOLD, classes=CLASSES):
-    """Dataset figures from `evaluate_loader`'s per-image values; see the README for every field.
+    """Dataset figures from `evaluate_loader`'s per-image values; part1/README.md describes every field.
 
     Returns a flat dict: num_images, iw_samples; bpd, bpd_se, nelbo_nats, nelbo_nats_se, rec_nats,
     kl_nats (the negative ELBO, one z per image); iw_bpd, iw_bpd_se, iw_nats, iw_nats_se (the negative

@@ -166,7 +166,7 @@ def test_phase(run, model, test_loader, writer, best_epoch):
 
 
 def cli(argv=None):
-    """Parse arguments and run main; every expected failure is one line and an exit status (README):
+    """Parse arguments and run main; every expected failure is one line and an exit status (part1/README.md):
     2 bad input, 1 diverged (non-finite loss), 130 SIGINT, 143 SIGTERM."""
     run_cli(PROG, main, parse_args(argv))
 

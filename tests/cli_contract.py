@@ -1,6 +1,6 @@
 """The CLI error contract and the machinery the tests/test_bad_inputs*.py tables share.
 
-The contract (README, "exit status"): every bad input or interruption of part1/train_torch.py,
+The contract (part1/README.md, "Exit statuses"): every bad input or interruption of part1/train_torch.py,
 part1/evaluate.py, part1/benchmark.py, part1/sweep.py and report/make_figures.py ends with the documented
 exit status (2 bad input, 1 NaN/Inf loss, 130 SIGINT, 143 SIGTERM), exactly one non-empty line on stderr
 (no traceback, no argparse usage block) that starts with the script's name and says what is wrong, and loses
