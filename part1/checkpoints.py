@@ -58,37 +58,48 @@ def checkpoint_state(model, optimizer, epoch, best_val_bpd, best_epoch, args_dic
                      history=None):
     """The checkpoint dict of the module docstring; `history`: the epoch records 1..epoch (what a resume writes
     back to history.jsonl, so that a history file torn or cut after the checkpoint loses nothing)."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+    optimizers = ({name: opt.state_dict() for name, opt in optimizer.items()} if isinstance(optimizer, dict)
+                  else optimizer.state_dict())  # a dict of optimizers: the GAN's two players
+    return {"model": model.state_dict(), "optimizer": optimizers, "epoch": epoch,
             "best_val_bpd": best_val_bpd, "best_epoch": best_epoch, "args": args_dict,
             "wall_time_s": wall_time_s, "rng": rng_states(data_order), "history": list(history or [])}
 
 
 def restore_training_state(state, path, model, optimizer, data_order):
     """Load a resumed checkpoint's weights, optimizer state and random states into a freshly built run; any
-    part that does not fit (other shapes, damaged states) is a one-line CheckpointError naming the file."""
+    part that does not fit (other shapes, damaged states) is a one-line CheckpointError naming the file.
+    `optimizer`: one torch optimizer, or a dict of them (the GAN's two players), as checkpoint_state saved it."""
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: its weights do not match the model its args describe "
                               f"({first_line(error)[:160]}); the checkpoint is damaged") from None
+    optimizers = optimizer if isinstance(optimizer, dict) else {None: optimizer}
+    saved_all = state["optimizer"] if isinstance(optimizer, dict) else {None: state["optimizer"]}
+    for name, opt in optimizers.items():
+        if not _optimizer_state_fits(opt, saved_all.get(name) if isinstance(saved_all, dict) else None):
+            raise CheckpointError(f"{path}: its optimizer state does not match the model's parameters; the "
+                                  "checkpoint is damaged")
+    try:
+        for name, opt in optimizers.items():
+            opt.load_state_dict(saved_all[name])
+        set_rng_states(state["rng"], data_order)
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise CheckpointError(f"{path}: its optimizer or random states are damaged ({first_line(error)[:160]}); "
+                              "a resume could not continue the run exactly") from None
+
+
+def _optimizer_state_fits(optimizer, saved):
+    """Whether a saved optimizer state dict has the optimizer's parameter groups and per-parameter shapes."""
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    saved = state["optimizer"]
     try:
         counts = [len(group["params"]) for group in saved["param_groups"]]
         shapes_fit = all((torch.is_tensor(value) and (value.dim() == 0 or value.shape == parameters[int(i)].shape))
                          or (isinstance(value, (int, float)) and not isinstance(value, bool))  # "step", older torch
                          for i, entry in saved["state"].items() for value in entry.values())
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-        counts, shapes_fit = None, False
-    if counts != [len(group["params"]) for group in optimizer.param_groups] or not shapes_fit:
-        raise CheckpointError(f"{path}: its optimizer state does not match the model's parameters; the "
-                              "checkpoint is damaged")
-    try:
-        optimizer.load_state_dict(saved)
-        set_rng_states(state["rng"], data_order)
-    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
-        raise CheckpointError(f"{path}: its optimizer or random states are damaged ({first_line(error)[:160]}); "
-                              "a resume could not continue the run exactly") from None
+        return False
+    return counts == [len(group["params"]) for group in optimizer.param_groups] and shapes_fit
 
 
 # ---- loading ----------------------------------------------------------------------------------------
@@ -98,11 +109,13 @@ _RESUME_ENTRIES = {"epoch": int, "optimizer": dict, "best_val_bpd": (int, float)
 _RNG_ENTRIES = ("torch", "cuda", "numpy", "python", "data_order")
 
 
-def load_checkpoint(path, map_location="cpu", for_resume=False):
+def load_checkpoint(path, map_location="cpu", for_resume=False, required=("z_dim", "num_filters"),
+                    script="train_torch.py"):
     """Load a checkpoint dict safely and check its structure; every failure is a one-line CheckpointError.
 
-    Always required: "model" (a dict) and "args" (a dict with z_dim and num_filters). With
-    for_resume, also every entry a resume restores, with the right types, and every RNG state.
+    Always required: "model" (a dict) and "args" (a dict with the `required` settings of the family that `script`
+    trains; the VAE's by default). With for_resume, also every entry a resume restores, with the right types, and
+    every RNG state.
     """
     path = Path(path)
     if not path.is_file():
@@ -114,10 +127,10 @@ def load_checkpoint(path, map_location="cpu", for_resume=False):
             raise CheckpointError(f"{path} holds pickled objects other than tensors and plain values; refusing "
                                   "to load it, since unpickling them could run code") from None
         raise CheckpointError(f"{path} is truncated or corrupt ({first_line(error)[:200]})") from None
-    not_ours = f"{path} is not a checkpoint of train_torch.py or is corrupt"
+    not_ours = f"{path} is not a checkpoint of {script} or is corrupt"
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{not_ours} (no 'model' state dict)")
-    if not isinstance(state.get("args"), dict) or not {"z_dim", "num_filters"} <= state["args"].keys():
+    if not isinstance(state.get("args"), dict) or not set(required) <= state["args"].keys():
         raise CheckpointError(f"{not_ours} ('args' does not record the run's settings)")
     if for_resume:
         for name, kind in _RESUME_ENTRIES.items():
@@ -151,15 +164,16 @@ def _check_progress(state, path):
         raise CheckpointError(f"{path} contradicts itself ({'; '.join(problems)}); it cannot be resumed")
 
 
-FAMILY = ("z_dim", "num_filters", "flow", "flow_length", "bits")  # what the saved weights' shapes depend on
+FAMILY = ("z_dim", "num_filters", "flow", "flow_length", "bits")  # the VAE's: what its weights' shapes depend on
 FAMILY_DEFAULTS = {"flow": "none", "flow_length": 0, "bits": 4}  # checkpoints from before flows and bits existed
 
 
-def check_model_fits(state, path, requested):
-    """Raise a one-line CheckpointError unless the checkpoint's model is the `requested` one
-    (a dict with the FAMILY entries)."""
-    saved = {name: state["args"].get(name, FAMILY_DEFAULTS.get(name)) for name in FAMILY}
-    differ = [name for name in FAMILY if saved[name] != requested[name]]
+def check_model_fits(state, path, requested, keys=FAMILY, key_defaults=None):
+    """Raise a one-line CheckpointError unless the checkpoint's model is the `requested` one (a dict with the
+    `keys` entries: the settings the weights' shapes depend on; the VAE's by default)."""
+    key_defaults = FAMILY_DEFAULTS if key_defaults is None else key_defaults
+    saved = {name: state["args"].get(name, key_defaults.get(name)) for name in keys}
+    differ = [name for name in keys if saved[name] != requested[name]]
     if differ:
         have = ", ".join(f"{n}={saved[n]}" for n in differ)
         want = ", ".join(f"{n}={requested[n]}" for n in differ)

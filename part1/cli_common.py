@@ -24,6 +24,14 @@ class Diverged(Exception):
     """The loss became NaN or Inf: one line, exit status 1."""
 
 
+class NonFiniteLossError(Diverged):
+    """A NaN or Inf loss: training stops before anything is saved from the diverged weights (exit 1)."""
+
+    def __init__(self, where, step=None):
+        super().__init__(where if step is None else f"{where}, step {step}")
+        self.where, self.step = where, step
+
+
 class Terminated(BaseException):
     """Raised by the SIGTERM handler, as KeyboardInterrupt is for SIGINT (a BaseException, so that
     `except Exception` blocks do not swallow it)."""

@@ -10,18 +10,10 @@ import sys
 import torch
 import torchvision
 
-from cli_common import Diverged, UserError, first_line
+from cli_common import NonFiniteLossError, UserError, first_line  # noqa: F401  (loops.NonFiniteLossError)
 from model import VAE, eval_mode, objective
 
 STATS = ("bpd", "rec_nats", "kl_nats")
-
-
-class NonFiniteLossError(Diverged):
-    """A NaN or Inf loss: training stops before anything is saved from the diverged weights (exit 1)."""
-
-    def __init__(self, where, step=None):
-        super().__init__(where if step is None else f"{where}, step {step}")
-        self.where, self.step = where, step
 
 
 def autocast(device, precision):

@@ -28,7 +28,6 @@ from pathlib import Path
 from atomic_io import check_destination, remove_stale_tmp, write_json, write_png, write_text
 from checkpoints import load_checkpoint, save_checkpoint
 from cli_common import UserError, first_line
-from config import TRAIN_SCRIPT
 from run_schema import HISTORY_FIELDS, check_fields
 
 LOCK = ".lock"
@@ -71,10 +70,10 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
     @classmethod
-    def create(cls, log_dir, z_dim, name=None):
-        """A fresh run folder (with checkpoints/) under `log_dir`, named `name` or <date>_<time>_z<z_dim>
-        (with _1, _2, ... when that exists); never reuses an existing one."""
-        stamp = name or f"{datetime.now():%Y-%m-%d_%H-%M-%S}_z{z_dim}"
+    def create(cls, log_dir, stem, name=None):
+        """A fresh run folder (with checkpoints/) under `log_dir`, named `name` or <date>_<time>_<stem> (the
+        VAE's stem: z<z_dim>; with _1, _2, ... when that exists); never reuses an existing one."""
+        stamp = name or f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{stem}"
         try:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             for attempt in range(1 if name else 1000):
@@ -261,11 +260,12 @@ class RunDir:
         return read_json(self.eval_path(split))
 
     # ---- messages --------------------------------------------------------------------------------
-    def resume_hint(self, epoch):
-        """One line on what an interrupted run kept and a command that continues it from the current folder."""
+    def resume_hint(self, epoch, script):
+        """One line on what an interrupted run kept and a command (its training `script`, a path) that continues
+        it from the current folder."""
         if not epoch:
             return f"no epoch finished, nothing to resume; {self} can be deleted"
-        script = TRAIN_SCRIPT
+        script = Path(script)
         try:
             script = script.relative_to(Path.cwd())
         except ValueError:

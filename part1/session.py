@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 import hardware
-from checkpoints import FAMILY, check_model_fits, checkpoint_state, load_checkpoint, restore_training_state
+from checkpoints import check_model_fits, checkpoint_state, load_checkpoint, restore_training_state
 from cli_common import UserError, resolve_device, resolve_path
-from config import TrainConfig, check_saved_settings, defaults, find_data_dir
 from dataset import load_data
+from run_config import RunConfig, find_data_dir
 from run_folder import RunDir
 
 # Flags a resumed run may change; every other setting comes from the run being resumed.
@@ -44,18 +44,20 @@ def resumed_settings(config):
     """The settings of the run in config.resume, with the flags a resume may change taken from `config`.
 
     A flag the user typed (config.given) that contradicts the run is a one-line UserError: a resumed run must
-    compute exactly what the uninterrupted run would have. Returns (merged TrainConfig, checkpoint state).
+    compute exactly what the uninterrupted run would have. Returns (merged config of config's class, checkpoint
+    state); a checkpoint of another family (another script) is a one-line CheckpointError.
     """
-    run = RunDir(config.resume)
-    path = run.checkpoint("last")
+    family, script = type(config), type(config).SCRIPT.name
+    path = RunDir(config.resume).checkpoint("last")
     if not path.is_file():
-        raise UserError(f"--resume {config.resume}: no checkpoint at {path}; pass a run folder of train_torch.py "
+        raise UserError(f"--resume {config.resume}: no checkpoint at {path}; pass a run folder of {script} "
                         "that finished at least one epoch")
-    state = load_checkpoint(path, for_resume=True)
-    check_saved_settings(state["args"], f"{path}, args")
-    saved, new, default = state["args"], config.to_dict(), defaults()
+    state = load_checkpoint(path, for_resume=True, required=family.REQUIRED, script=script)
+    family.check_saved(state["args"], f"{path}, args")
+    saved, new, default = state["args"], config.to_dict(), family.defaults()
     given = set(config.given) - {"resume"}
-    check_model_fits(state, path, {k: new[k] if k in given else saved.get(k, default[k]) for k in FAMILY})
+    check_model_fits(state, path, {k: new[k] if k in given else saved.get(k, default[k]) for k in family.SHAPE_KEYS},
+                     family.SHAPE_KEYS, family.SHAPE_DEFAULTS)
     merged = {**default, **saved, "resume": new["resume"]}
     for name in sorted(given):
         if new[name] == merged.get(name):
@@ -67,7 +69,7 @@ def resumed_settings(config):
     if "data_dir" in given:
         merged["data_dir"] = str(resolve_path(new["data_dir"], "--data_dir"))
     merged["data_dir"] = find_data_dir(merged["data_dir"], merged["dataset"])
-    resumed = TrainConfig.from_dict(merged, config.given)
+    resumed = family.from_dict(merged, config.given)
     if resumed.epochs < state["epoch"]:
         raise UserError(f"--epochs {resumed.epochs} is fewer than the {state['epoch']} epochs {config.resume} has "
                         f"trained; pass --epochs {state['epoch']} or more")
@@ -102,7 +104,7 @@ class Run:
     """A run being trained: its settings, the checkpoint it resumes (None: a new run), its folder (locked while
     the run lives; a new run's is made by `begin`, once the model is built, so that a refused setting leaves no
     folder) and, unless `finished`, its device, data, hardware choices and data-order generator."""
-    config: TrainConfig
+    config: RunConfig
     state: Optional[dict]
     dir: Optional[RunDir]
     started: float
@@ -130,7 +132,7 @@ class Run:
         checkpoint and return its Progress. Then write args.json."""
         progress = Progress()
         if self.state is None:
-            self.dir = RunDir.create(self.config.log_dir, self.config.z_dim, self.config.run_name)
+            self.dir = RunDir.create(self.config.log_dir, self.config.run_stem(), self.config.run_name)
             self.holds.enter_context(self.dir.locked())
         else:
             restore_training_state(self.state, self.dir.checkpoint("last"), model, optimizer, self.data_order)
@@ -191,7 +193,9 @@ def start_run(config):
                   data_order=data_order, holds=holds)
 
 
-def resume_hint(run_dir, epoch):
+def resume_hint(run_dir, epoch, script):
     """One line on what an interrupted run kept (run_dir None: no folder was made) and how to continue it."""
-    return "no run folder was created; nothing was written" if run_dir is None else RunDir(run_dir).resume_hint(epoch)
+    if run_dir is None:
+        return "no run folder was created; nothing was written"
+    return RunDir(run_dir).resume_hint(epoch, script)
 

@@ -289,7 +289,7 @@ def test_two_processes_on_one_run_folder(ctx, capsys):
 
 def test_the_printed_resume_command_survives_spaces(tmp_path):
     run_dir = tmp_path / "my runs" / "a run"
-    hint = RunDir(run_dir).resume_hint(4)
+    hint = RunDir(run_dir).resume_hint(4, PART1 / "train_torch.py")
     command = hint.split("continue with: ", 1)[1]
     assert shlex.split(command)[-2:] == ["--resume", str(run_dir)]
 

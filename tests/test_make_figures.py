@@ -33,10 +33,8 @@ def fake_run(root, name, z_dim, metrics, sample_epochs=(0, 1, 3)):
     """A run folder as train_torch.py writes it: args.json, a 3-epoch history.jsonl, metrics.json, PNGs."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    args = vars(train_parse_args(["--z_dim", str(z_dim), "--epochs", "3", "--data_dir", str(root / "data"),
-                                  "--sample_epochs", *map(str, sample_epochs)]))
-    args = {k: str(v) if not isinstance(v, (int, float, list, type(None))) else v for k, v in args.items()
-            if k != "given"}
+    args = train_parse_args(["--z_dim", str(z_dim), "--epochs", "3", "--data_dir", str(root / "data"),
+                             "--sample_epochs", *map(str, sample_epochs)]).to_dict()  # as args.json holds them
     (run_dir / "args.json").write_text(json.dumps(args, indent=2))
     with open(run_dir / "history.jsonl", "w") as f:
         for epoch, (train_bpd, val_bpd) in enumerate([(3.9, 3.4), (2.5, 2.3), (1.9, 1.8)], start=1):
