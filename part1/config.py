@@ -7,12 +7,12 @@ from typing import ClassVar
 
 from cli_common import ArgumentParser, int_at_least
 from model import FLOW_KINDS, OBJECTIVES
-from run_config import (PART1_DIR, REPO_ROOT, RunConfig, add_data_flags, add_evaluation_group, add_hardware_flags,
-                        add_logging_flags, add_optimization_flags, add_speed_flags, find_data_dir, run_name_type)
+from run_config import (PART1_DIR, REPO_ROOT, RunConfig, add_optimization_flags, add_run_flags, find_data_dir,
+                        run_name_type)
 
 TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
-DESCRIPTION = ("Train a VAE on MNIST or FashionMNIST quantized to B bits (default: the assignment's 4-bit FashionMNIST); "
-               "report the negative ELBO in bits per dimension.")
+DESCRIPTION = ("Train a VAE on MNIST or FashionMNIST quantized to B bits (default: the assignment's 4-bit "
+               "FashionMNIST); report the negative ELBO in bits per dimension.")
 __all__ = ["TrainConfig", "build_parser", "parse_train_args", "defaults", "args_to_dict", "check_saved_settings",
            "find_data_dir", "run_name_type", "PART1_DIR", "REPO_ROOT", "TRAIN_SCRIPT"]
 
@@ -66,13 +66,11 @@ def build_parser(prog="train_torch.py"):
                        help="K, samples of z per image in the training objective")
     add_optimization_flags(optim)
 
-    add_data_flags(parser, bits_help="; the decoder emits L logits per pixel (B = 1: binarized, a Bernoulli per pixel)")
-    add_speed_flags(parser)
-    evaluation = add_evaluation_group(parser)
+    evaluation = add_run_flags(parser, log_dir=PART1_DIR / "VAE_logs", stem="z<z_dim>", sample_epochs=(0, 10, 80),
+                               help_tail="; the decoder emits L logits per pixel (B = 1: binarized, a Bernoulli "
+                                         "per pixel)")
     evaluation.add_argument("--final_iw_samples", type=int_at_least(0), default=100,
                             help="K of the importance-weighted test bpd computed after training (0: skip it)")
-    add_logging_flags(parser, PART1_DIR / "VAE_logs", "z<z_dim>")
-    add_hardware_flags(parser)
     return parser
 
 

@@ -160,26 +160,26 @@ def add_optimization_flags(group, lr=1e-3, batch_size=128, epochs=80):
                        help="clip the global gradient norm to this value (None: no clipping)")
 
 
-def add_data_flags(parser, dataset="fashion_mnist", bits=4, bits_help=""):
+def add_data_flags(parser, dataset="fashion_mnist", bits=4, help_tail=""):
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=list(DATASETS), default=dataset,
                       help="fashion_mnist (the 2021 assignment) or mnist (2019: with --bits 1; 2022-2025: --bits 4)")
     data.add_argument("--bits", type=int_at_least(min(BITS), max(BITS)), default=bits,
-                      help=f"bits per pixel B: L = 2^B levels, level = floor(p/255 L) with 255 -> L-1{bits_help}")
+                      help=f"bits per pixel B: L = 2^B levels, level = floor(p/255 L) with 255 -> L-1{help_tail}")
     data.add_argument("--data_dir", type=Path, default=REPO_ROOT / "data",
                       help="folder holding FashionMNIST/raw/ or MNIST/raw/ (downloaded there when missing)")
     data.add_argument("--num_workers", type=int_at_least(0), default=0,
                       help="DataLoader worker processes (the data are in memory: 0 is usually fastest)")
 
 
-def add_speed_flags(parser):
+def add_speed_flags(parser, precision="auto", compile="auto"):
     speed = parser.add_argument_group("speed (same model and loss; see report/measurements.md)")
-    speed.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    speed.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=precision,
                        help="bf16 autocast of the convs and linear layers (sampling, KL and cross-entropy stay "
                             "fp32); auto: bf16 only where the hardware runs it natively")
     speed.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
                        help="channels_last memory format for the model (None: auto, per device class)")
-    speed.add_argument("--compile", nargs="?", const="on", choices=["auto", "on", "off"], default="auto",
+    speed.add_argument("--compile", nargs="?", const="on", choices=["auto", "on", "off"], default=compile,
                        help="torch.compile the training step (a bare --compile means on); auto: when the run "
                             "has enough steps to repay compilation and a C++ compiler (CPU) or triton (CUDA) works")
     speed.add_argument("--deterministic", action="store_true",
@@ -195,7 +195,8 @@ def add_evaluation_group(parser):
 
 def add_logging_flags(parser, log_dir, stem, sample_epochs=(0, 10, 80)):
     logging = parser.add_argument_group("logging")
-    logging.add_argument("--log_dir", type=Path, default=log_dir, help="each run gets a fresh timestamped folder in here")
+    logging.add_argument("--log_dir", type=Path, default=log_dir,
+                         help="each run gets a fresh timestamped folder in here")
     logging.add_argument("--run_name", type=run_name_type, default=None,
                          help=f"name of the run folder instead of <date>_<time>_{stem} (a sweep names its runs)")
     logging.add_argument("--sample_epochs", type=int_at_least(0), nargs="*", default=list(sample_epochs),
@@ -211,6 +212,18 @@ def add_hardware_flags(parser):
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                           help="where to train; auto = CUDA when available")
+
+
+def add_run_flags(parser, *, log_dir, stem, sample_epochs, dataset="fashion_mnist", bits=4, help_tail="",
+                  precision="auto", compile="auto"):
+    """The groups after a family's model and optimization flags, in order: data, speed, evaluation, logging,
+    hardware. Returns the evaluation group, for the family's own evaluation flags."""
+    add_data_flags(parser, dataset, bits, help_tail)
+    add_speed_flags(parser, precision, compile)
+    evaluation = add_evaluation_group(parser)
+    add_logging_flags(parser, log_dir, stem, sample_epochs)
+    add_hardware_flags(parser)
+    return evaluation
 
 
 def run_name_type(text):

@@ -7,7 +7,7 @@
                                 train_objective_bpd
         metrics.json            the test results of the best-by-validation model
         eval_<split>.json       evaluate.py's results; reconstructions_<split>.png, interpolations_<split>.png
-        samples_epoch_XXX.png   sample grids; vae_manifold.png (z_dim 2)
+        samples_epoch_XXX.png   sample grids; vae_manifold.png (z_dim 2); interpolation.png (the GAN)
         checkpoints/{best,last}.pt
         events.out.tfevents.*   TensorBoard (scalars, images, the custom-scalars layout and the HParams)
 
@@ -33,6 +33,7 @@ from run_schema import HISTORY_FIELDS, check_fields
 LOCK = ".lock"
 CHECKPOINTS = ("best", "last")  # checkpoints/best.pt: the best validation bpd so far; last.pt: the newest epoch
 PICTURES = ("reconstructions", "interpolations")  # evaluate.py's pictures, one pair per split
+FIGURES = ("interpolation",)  # a training run's own figures besides samples and manifold
 
 
 def read_json(path):
@@ -123,6 +124,11 @@ class RunDir:
     def manifold_path(self):
         return self.path / "vae_manifold.png"
 
+    def figure_path(self, name):
+        if name not in FIGURES:
+            raise ValueError(f"name must be one of {FIGURES}, got {name!r}")
+        return self.path / f"{name}.png"
+
     # ---- the lock --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self):
@@ -181,6 +187,9 @@ class RunDir:
 
     def save_picture(self, kind, split, grid):
         write_png(self.picture_path(kind, split), grid)
+
+    def save_figure(self, name, grid):
+        write_png(self.figure_path(name), grid)
 
     def samples(self):
         """{epoch: path} of the sample grids, in epoch order."""

@@ -81,7 +81,12 @@ def summary(metrics):
     return f"test bpd {metrics['test_bpd']:.4f}{iw} (best epoch {metrics['best_epoch']})"
 
 
-VAE_FAMILY = Family(script=TRAIN_SCRIPT, build=build, validate=test_vae, sample_grid=sample_grid, test=test_phase,
+def grid(model, config):
+    """The 8x8 sample grid of the report's schedule (loops.sample_grid)."""
+    return sample_grid(model)
+
+
+VAE_FAMILY = Family(script=TRAIN_SCRIPT, build=build, validate=test_vae, sample_grid=grid, test=test_phase,
                     shown=("bpd",), summary=summary)
 
 

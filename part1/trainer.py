@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
 from tqdm import tqdm
 
 import hardware
@@ -25,7 +26,7 @@ class Family:
         train_epoch(batches) -> {name: float} trains one epoch (a NaN/Inf loss: NonFiniteLossError);
     validate(model, loader) -> {name: float} with "bpd" (the best checkpoint is the lowest); None: no
         validation, every checkpoint is `last` and the test uses the final model;
-    sample_grid(model) -> [3, H, W] in [0, 1]: the 8x8 grid saved on --sample_epochs and after the last epoch;
+    sample_grid(model, config) -> [3, H, W] in [0, 1]: the grid saved on --sample_epochs and after the last epoch;
     test(run, model, writer, best_epoch) -> metrics dict (test_* figures and what else the family reports);
     shown: the statistics of the per-epoch line; summary(metrics) -> the last line's text.
     """
@@ -61,7 +62,7 @@ def fit(args, family):
             # Training: one epoch, then validation; a diverged model stops the run before anything is saved.
             no_bars = None if config.progress_bar is None else not config.progress_bar  # None: only on a terminal
             if run.start_epoch == 1 and 0 in config.sample_epochs:
-                save_samples(family, model, 0, writer, run_dir)
+                save_samples(family, model, config, 0, writer, run_dir)
             for epoch in tqdm(range(run.start_epoch, config.epochs + 1), desc="epochs", initial=run.start_epoch - 1,
                               total=config.epochs, disable=no_bars, dynamic_ncols=True):
                 t0 = time.time()
@@ -84,7 +85,7 @@ def fit(args, family):
                     progress.best_val_bpd, progress.best_epoch = stats["val"]["bpd"], epoch
                 run.save(model, optimizer, epoch, progress)
                 if epoch in config.sample_epochs or epoch == config.epochs:
-                    save_samples(family, model, epoch, writer, run_dir)
+                    save_samples(family, model, config, epoch, writer, run_dir)
                 tqdm.write(f"epoch {epoch:3d}/{config.epochs} | " + " | ".join(
                     f"{split} {name} {stats[split][name]:.4f}" for split in stats for name in family.shown
                     if name in stats[split]) + f" | {seconds:.1f} s")
@@ -116,9 +117,11 @@ def fit(args, family):
     return metrics
 
 
-def save_samples(family, model, epoch, writer, run_dir):
-    """The family's sample grid as samples_epoch_XXX.png and in TensorBoard."""
-    grid = family.sample_grid(model)  # [3, H, W] in [0, 1]
+def save_samples(family, model, config, epoch, writer, run_dir):
+    """The family's sample grid as samples_epoch_XXX.png and in TensorBoard, drawn on a fork of the RNG state
+    (the run's random stream, and so its numbers, do not depend on when grids are drawn)."""
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        grid = family.sample_grid(model, config)  # [3, H, W] in [0, 1]
     run_dir.save_samples(epoch, grid)
     writer.add_image("samples", grid, global_step=epoch)
 
