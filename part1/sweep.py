@@ -1,11 +1,13 @@
-"""Train a grid of VAEs (objective x K x flow x flow length x seed), one resumable run folder per point.
+"""Train a grid of VAEs (objective x K x flow x flow length x seed), or seeds of RealNVP or the GAN (--family),
+one resumable run folder per point.
 
     python part1/sweep.py SWEEP_DIR [grid flags] [--only INDEX] [--slurm ...] -- [flags of train_torch.py]
     python part1/sweep.py runs/k --objectives elbo iwae --train_samples 1 5 -- --data_dir ../shared/data --epochs 80
 
 Flags after `--` go to every run unchanged (not the grid's own: --objective, --train_samples, --flow, --flow_length,
 --seed, --log_dir, --run_name, --resume). Each point is SWEEP_DIR/<objective>-k<K>_<flow>-l<L>_s<seed> (flow none:
-L 0), run as a child process `python part1/train_torch.py`; a rerun skips finished runs (metrics.json), resumes
+L 0; other families: <family>_s<seed>), run as a child process `python part1/train_torch.py` (train_realnvp.py,
+train_gan.py); a rerun skips finished runs (metrics.json), resumes
 interrupted ones (checkpoints/last.pt, passing only the flags a resume may change) and restarts those killed before
 their first checkpoint. SWEEP_DIR/sweep.json: the grid, the passthrough, each point's state. --slurm writes
 SWEEP_DIR/sweep.sbatch, a job array whose task i runs this script with --only i, and runs nothing. Exit statuses as
@@ -32,13 +34,15 @@ from pathlib import Path
 from atomic_io import write_json, write_text
 from cli_common import (EXIT_SIGINT, ArgumentParser, Interrupted, Terminated, UserError, int_at_least, resolve_path,
                         run_cli, seed_type, signal_name_and_status)
-from config import PART1_DIR, REPO_ROOT, TRAIN_SCRIPT, parse_train_args
+from config import PART1_DIR, REPO_ROOT, TrainConfig
+from configs_2019 import GANConfig, RealNVPConfig
 from model import FLOW_KINDS, OBJECTIVES
 from run_folder import RunDir, read_json
 from session import RESUME_MAY_CHANGE
 
 PROG, SWEEP_JSON, SBATCH = "sweep.py", "sweep.json", "sweep.sbatch"
 GRID_FLAGS = ("objectives", "train_samples", "flows", "flow_lengths", "seeds")
+FAMILIES = {"vae": TrainConfig, "realnvp": RealNVPConfig, "gan": GANConfig}  # each config knows its SCRIPT
 GRID_OWNS = ("objective", "train_samples", "flow", "flow_length", "seed", "log_dir", "run_name", "resume")
 USAGE = "%(prog)s SWEEP_DIR [grid flags] [--only INDEX] [--slurm [slurm flags]] [-- training flags]"
 
@@ -54,6 +58,8 @@ def build_parser():
     parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR",
                         help="folder of the sweep: one run folder per grid point, sweep.json, sweep.sbatch")
     grid = parser.add_argument_group("grid (every combination is one run)")
+    grid.add_argument("--family", choices=list(FAMILIES), default="vae",
+                      help="the model: the VAE (the whole grid), or RealNVP or the GAN (--seeds only)")
     grid.add_argument("--objectives", nargs="+", choices=OBJECTIVES, default=["elbo"], help="training objectives")
     grid.add_argument("--train_samples", nargs="+", type=int_at_least(1), default=[1], metavar="K", help="K values")
     grid.add_argument("--flows", nargs="+", choices=FLOW_KINDS, default=["none"], help="posterior flows")
@@ -82,12 +88,12 @@ def parse_args(argv=None):
     return args
 
 
-def check_passthrough(passthrough):
-    """train_torch's namespace of the flags after `--`; a bad flag or one the grid owns is a one-line UserError."""
+def check_passthrough(passthrough, family="vae"):
+    """The family's config of the flags after `--`; a bad flag or one the grid owns is a one-line UserError."""
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
-            train = parse_train_args(passthrough)
+            train = FAMILIES[family].parse(passthrough, FAMILIES[family].SCRIPT.name)
     except SystemExit as stop:
         if stop.code == 0:  # -- --help
             print(captured.getvalue(), end="")
@@ -103,14 +109,22 @@ def check_passthrough(passthrough):
 
 def grid_points(args):
     """The grid's points in a stable order (objectives outermost, seeds innermost), as dicts {objective,
-    train_samples, flow, flow_length, seed}; flow none gets flow_length 0 and repeated points are dropped."""
+    train_samples, flow, flow_length, seed}; flow none gets flow_length 0 and repeated points are dropped. Other
+    families: {seed} only (a VAE grid flag other than its default is a one-line UserError)."""
+    if args.family != "vae":
+        vae_flags = [f"--{name}" for name in GRID_FLAGS[:-1] if getattr(args, name) != build_parser().get_default(name)]
+        if vae_flags:
+            raise UserError(f"{' '.join(vae_flags)}: the VAE's grid; --family {args.family} sweeps --seeds only")
+        return [{"seed": seed} for seed in dict.fromkeys(args.seeds)]  # repeated seeds dropped, order kept
     points = [{"objective": o, "train_samples": k, "flow": f, "flow_length": length * (f != "none"), "seed": s}
               for o, k, f, length, s in itertools.product(*(getattr(args, name) for name in GRID_FLAGS))]
     return [point for i, point in enumerate(points) if point not in points[:i]]
 
 
-def point_name(point):
-    """The run folder's name of a point, e.g. elbo-k1_none-l0_s42 or iwae-k5_planar-l10_s43."""
+def point_name(point, family="vae"):
+    """The run folder's name of a point, e.g. elbo-k1_none-l0_s42 or iwae-k5_planar-l10_s43; realnvp_s42."""
+    if family != "vae":
+        return f"{family}_s{point['seed']}"
     return "{objective}-k{train_samples}_{flow}-l{flow_length}_s{seed}".format(**point)
 
 
@@ -185,7 +199,8 @@ def run_child(command, name):
 
 def run_point(index, points, sweep_dir, passthrough, train):
     """Skip, resume or start one point; returns what was done: skip, resume or start."""
-    point, name = points[index], point_name(points[index])
+    family = next(name for name, config in FAMILIES.items() if type(train) is config)
+    point, name = points[index], point_name(points[index], family)
     run_dir = sweep_dir / name
     state, command = point_state(run_dir), None
     action, note = {"finished": ("skip", " (finished)"), "interrupted": ("resume", ""), "pending": ("start", "")}[state]
@@ -199,7 +214,7 @@ def run_point(index, points, sweep_dir, passthrough, train):
             note = " (removed its folder: no checkpoint)"
     print(f"[{index + 1}/{len(points)}] {name}: {action}{note}", flush=True)
     if command is not None:
-        status, said = run_child([sys.executable, str(TRAIN_SCRIPT), *command], name)
+        status, said = run_child([sys.executable, str(FAMILIES[family].SCRIPT), *command], name)
         if status != 0:
             how = f"status {status}" if status > 0 else f"signal {-status}"
             said = f": {said}" if said else ""
@@ -210,8 +225,9 @@ def run_point(index, points, sweep_dir, passthrough, train):
 
 def write_summary(sweep_dir, args, points):
     """sweep.json: the grid, the passthrough and each point's state; rewritten only when it changed."""
-    record = {"grid": {name: getattr(args, name) for name in GRID_FLAGS}, "passthrough": args.passthrough,
-              "points": [{"index": i, "name": point_name(p), **p, "status": point_state(sweep_dir / point_name(p))}
+    record = {"grid": {name: getattr(args, name) for name in ("family", *GRID_FLAGS)}, "passthrough": args.passthrough,
+              "points": [{"index": i, "name": point_name(p, args.family), **p,
+                          "status": point_state(sweep_dir / point_name(p, args.family))}
                          for i, p in enumerate(points)]}
     path = sweep_dir / SWEEP_JSON
     with contextlib.suppress(UserError):  # a corrupt sweep.json is rewritten
@@ -224,7 +240,8 @@ def write_summary(sweep_dir, args, points):
 def sbatch_text(args, points, sweep_dir):
     """The job array script: one task per point, each `sweep.py SWEEP_DIR --only i <grid> -- <passthrough>`."""
     script = str(PART1_DIR / "sweep.py")
-    grid = [part for name in GRID_FLAGS for part in (f"--{name}", *map(str, getattr(args, name)))]
+    grid = ["--family", args.family,
+            *(part for name in GRID_FLAGS for part in (f"--{name}", *map(str, getattr(args, name))))]
     tail = ["--", *args.passthrough] if args.passthrough else []
     commands = [shlex.join(["python", script, str(sweep_dir), "--only", str(i), *grid, *tail])
                 for i in range(len(points))]
@@ -252,7 +269,7 @@ def sbatch_text(args, points, sweep_dir):
 
 def main(args):
     """Run (or, with --slurm, write the job array of) every point of the grid; returns the actions taken."""
-    train = check_passthrough(args.passthrough)
+    train = check_passthrough(args.passthrough, args.family)
     points = grid_points(args)
     if args.only is not None and args.only >= len(points):
         raise UserError(f"--only {args.only}: the grid has {len(points)} points (0 .. {len(points) - 1})")

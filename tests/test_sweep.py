@@ -11,11 +11,11 @@ from argparse import Namespace
 
 import pytest
 
-from conftest import PART1, REPO_ROOT, history_without_time, run_script
+from conftest import PART1, REPO_ROOT, error_line, generated_data, history_without_time, run_script
 from run_folder import RunDir
 
 from config import parse_train_args
-from sweep import cli, grid_points, parse_args, point_name, resume_flags
+from sweep import cli, grid_points, main, parse_args, point_name, resume_flags
 
 # 3 epochs of 17 batches: the kill test stops the second run inside its second or third epoch.
 TRAIN = ["--epochs", "3", "--batch_size", "16", "--num_filters", "4", "--z_dim", "2", "--sample_epochs",
@@ -46,7 +46,7 @@ def full_sweep(tiny_data, tmp_path_factory):
 
 
 def test_grid_points_and_names():
-    args = Namespace(objectives=["elbo", "iwae"], train_samples=[1, 5], flows=["none", "planar"],
+    args = Namespace(family="vae", objectives=["elbo", "iwae"], train_samples=[1, 5], flows=["none", "planar"],
                      flow_lengths=[2, 10], seeds=[42])
     names = [point_name(p) for p in grid_points(args)]
     per_objective = ["k1_none-l0_s42", "k1_planar-l2_s42", "k1_planar-l10_s42",
@@ -65,6 +65,24 @@ def test_grid_points_and_names():
     train = parse_train_args(["--data_dir", "x", "--lr", "0.01", "--epochs", "9", "--no-progress_bar",
                               "--num_filters", "4", "--sample_epochs", "1", "2"])
     assert resume_flags(train) == ["--epochs", "9", "--no-progress_bar", "--data_dir", "x", "--sample_epochs", "1", "2"]
+
+
+def test_a_sweep_of_another_family_runs_its_script_over_seeds(tmp_path, capsys):
+    """--family gan: one point per seed, named gan_s<seed>, trained by train_gan.py; a rerun skips them; the VAE's
+    grid flags are refused in one line."""
+    data = generated_data(tmp_path / "data", 40, 10, seed=2, folder="MNIST")
+    flags = ["--", "--data_dir", str(data), "--epochs", "1", "--latent_dim", "4", "--batch_size", "16",
+             "--sample_epochs", "--device", "cpu", "--no-progress_bar"]
+    assert [point_name(p, "gan") for p in grid_points(parse_args(["d", "--family", "gan", "--seeds", "3", "1", "3"]))
+            ] == ["gan_s3", "gan_s1"]
+    assert main(parse_args([str(tmp_path / "sw"), "--family", "gan", "--seeds", "1", "2", *flags])) == ["start"] * 2
+    for seed in (1, 2):
+        run = RunDir(tmp_path / "sw" / f"gan_s{seed}")
+        assert run.is_finished() and run.read_args()["seed"] == seed and run.figure_path("interpolation").is_file()
+    assert main(parse_args([str(tmp_path / "sw"), "--family", "gan", "--seeds", "1", "2", *flags])) == ["skip"] * 2
+    with pytest.raises(SystemExit) as info:
+        cli([str(tmp_path / "sw"), "--family", "gan", "--objectives", "iwae", *flags])
+    assert info.value.code == 2 and "sweeps --seeds only" in error_line(capsys)
 
 
 @pytest.mark.slow
@@ -156,7 +174,7 @@ def test_slurm_script(tmp_path, capsys):
     assert len(shown) == 4
     for index, command in enumerate(shown):
         assert shlex.split(command) == ["python", str(PART1 / "sweep.py"), str(sweep_dir), "--only", str(index),
-                                        "--objectives", "elbo", "iwae", "--train_samples", "2", "--flows", "none",
+                                        "--family", "vae", "--objectives", "elbo", "iwae", "--train_samples", "2", "--flows", "none",
                                         "planar", "--flow_lengths", "2", "--seeds", "42", "--", "--epochs", "5",
                                         "--data_dir", "my data"]
         assert grid_points(parse_args(shlex.split(command)[2:]))[index]["flow"] == ["none", "planar"][index % 2]
