@@ -6,7 +6,8 @@ bpd on the same data (both are upper bounds on the model's -log2 P(x) / D).
 
 The kit's run folder (part1/README.md), resume, one-line errors and exit statuses are train_torch.py's; the model
 is realnvp.py's. history.jsonl: {train,val}_{bpd,nll_nats,logdet_nats} per epoch (one noise draw per image);
-metrics.json: test_bpd (the bound with --final_draws draws per test image), test_bpd_se (over images), draws.
+metrics.json: test_bpd (the bound with --final_draws draws per test image), test_bpd_se (over images), draws;
+eval_test.json: the same with every test image's bound (per_image_bpd), for paired comparisons.
 """
 if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line (entry.py)
     import entry
@@ -101,11 +102,16 @@ def test_phase(run, model, writer, best_epoch):
         torch.manual_seed(config.seed)
         for imgs, _ in run.loaders[2]:
             per_image.append(dequantized_nll(model, imgs.to(run.device), config.final_draws).cpu())  # [B] nats
-    nats = torch.cat(per_image)  # [N]
-    to_bpd = 1 / (model.dims * math.log(2))
-    mean, se = mean_and_se(nats * to_bpd)
-    return {"test_bpd": mean, "test_bpd_se": se, "test_nll_nats": float(nats.mean()), "draws": config.final_draws,
-            "num_test_images": len(nats), "parameters": sum(p.numel() for p in model.parameters())}
+    bpd = torch.cat(per_image) / (model.dims * math.log(2))  # [N]
+    mean, se = mean_and_se(bpd)
+    run.dir.write_eval("test", {  # the per-image bounds: what a paired comparison with another model needs
+        "checkpoint": str(run.dir.checkpoint("best" if best_epoch > 0 else "last")), "epoch": best_epoch,
+        "split": "test", "dataset": config.dataset, "bits": config.bits, "data_dir": str(config.data_dir),
+        "seed": config.seed, "device": str(run.device), "num_images": len(bpd), "draws": config.final_draws,
+        "bpd": mean, "bpd_se": se, "per_image_bpd": bpd.tolist()})
+    return {"test_bpd": mean, "test_bpd_se": se, "test_nll_nats": float(bpd.mean()) * model.dims * math.log(2),
+            "draws": config.final_draws, "num_test_images": len(bpd),
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def summary(metrics):

@@ -55,6 +55,8 @@ def test_realnvp_run_folder_and_tensorboard(mnist, tmp_path):
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test_bpd"] == metrics["test_bpd"] and saved["draws"] == 2 and saved["test_bpd_se"] > 0
     assert 0 < saved["test_bpd"] < 9 and saved["best_epoch"] in (1, 2)
+    per_image = json.loads((run / "eval_test.json").read_text())["per_image_bpd"]
+    assert len(per_image) == 20 and sum(per_image) / 20 == pytest.approx(saved["test_bpd"], rel=1e-9)
     events = EventAccumulator(str(run)).Reload()
     assert sorted({tag.split("/")[0] for tag in events.Tags()["scalars"]})[0] == "bpd"
     assert {"bpd/train", "bpd/val", "flow_terms/logdet_nats_val", "final/test_bpd"} <= set(events.Tags()["scalars"])
