@@ -10,7 +10,6 @@ between the results markers of report.md, so no number in the report is typed by
 are read through part1/runs.py and run_folder.py (the one owner of their format); unfinished runs are refused before
 anything is written.
 """
-import io
 import sys
 from pathlib import Path
 
@@ -25,9 +24,11 @@ if __name__ == "__main__":  # before numpy, matplotlib and torch: a signal while
 import torch  # noqa: E402
 
 import compare  # noqa: E402
+import models_2019  # noqa: E402
 import plots  # noqa: E402
 import study  # noqa: E402
 from atomic_io import check_writable, write_bytes, write_text  # noqa: E402
+from blocks import replace_block, save_figure  # noqa: E402
 from cli_common import ArgumentParser, UserError, resolve_path, run_cli  # noqa: E402
 from config import REPO_ROOT, defaults, find_data_dir  # noqa: E402
 from dataset import DATASETS, DataError, check_idx, quantize  # noqa: E402
@@ -199,21 +200,6 @@ def results_markdown(runs):
     return "\n\n".join(parts + ([brightness] if brightness else []))
 
 
-def save_figure(fig, path):
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_bytes(path, buffer.getvalue())
-
-
-
-def replace_block(report, markers, block, path):
-    """The report text with the text between `markers` replaced by `block` (a UserError if they are missing)."""
-    start, end = report.find(markers[0]), report.find(markers[1])
-    if start < 0 or end < start:
-        raise UserError(f"report {path} is missing or lacks the markers {markers[0]} ... {markers[1]}")
-    return report[: start + len(markers[0])] + f"\n{block}\n" + report[end:]
-
-
 def make_study(args, report):
     """The study tables (figures/study.md and the report's study block), figures/study_val_bpd.png and
     figures/study_differences.png from the sweep folder args.study; returns (new report text, written paths)."""
@@ -247,8 +233,10 @@ def make_study(args, report):
 def main(args):
     """Write the figures and results.md (and, with --study, the study) into args.out_dir and update args.report;
     returns the written paths. Every input is checked before anything is written."""
-    if args.run_dir is None and args.study is None:
-        raise UserError("give a RUN_DIR, a --study SWEEP_DIR, or both")
+    if args.run_dir is None and args.study is None and args.models_2019 is None:
+        raise UserError("give a RUN_DIR, a --study SWEEP_DIR, --models_2019 DIR --compare DIR DIR, or several")
+    if (args.models_2019 is None) != (args.compare is None):
+        raise UserError("--models_2019 and --compare go together (the section holds both)")
     args.out_dir, args.report = resolve_path(args.out_dir, "--out_dir"), resolve_path(args.report, "--report")
     check_writable(args.out_dir / "results.md")
     report = args.report.read_text() if args.report.is_file() else ""
@@ -260,6 +248,10 @@ def main(args):
         report, written = make_results(args, report)
     if args.study is not None:
         report, paths = make_study(args, report)
+        written += paths
+    if args.models_2019 is not None:
+        report, paths = models_2019.make(args.models_2019, args.compare, args.out_dir, report, args.report,
+                                         describe_data)
         written += paths
     write_text(args.report, report)
     for path in written + [args.report]:
@@ -314,6 +306,10 @@ def parse_args(argv=None):
     parser.add_argument("--study", metavar="SWEEP_DIR", type=Path, default=None,
                         help="a sweep folder of part1/sweep.py: the study table and figure, between the report's "
                              f"{STUDY_MARKERS[0]} ... {STUDY_MARKERS[1]} markers")
+    parser.add_argument("--models_2019", metavar="DIR", type=Path, default=None,
+                        help="folder of the 2019 models' runs (binary-MNIST VAE z_dim 20 and 2, GAN, RealNVP)")
+    parser.add_argument("--compare", metavar=("REALNVP_DIR", "VAE_DIR"), type=Path, nargs=2, default=None,
+                        help="RealNVP runs and VAE ELBO runs (e.g. the study's) on the same data, paired by seed")
     parser.add_argument("--out_dir", type=Path, default=REPORT_DIR / "figures",
                         help="where the figures and results.md go")
     parser.add_argument("--report", type=Path, default=REPORT_DIR / "report.md",

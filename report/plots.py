@@ -28,7 +28,7 @@ def new_figure(**kwargs):
     return fig
 
 
-def plot_bpd_curves(run, data=""):
+def plot_bpd_curves(run, data="", quantity="Negative ELBO", ylabel="negative ELBO (bits per dimension)"):
     """Train and validation bpd per epoch, and the test bpd of the best-by-validation model."""
     history = run["history"]
     fig = new_figure(figsize=(6.4, 4.2), dpi=150, layout="constrained")
@@ -42,10 +42,10 @@ def plot_bpd_curves(run, data=""):
         ax.plot([m["best_epoch"]], [m["test_bpd"]], "k*", markersize=12,
                 label=f"test, best-by-validation model (epoch {m['best_epoch']}): {m['test_bpd']:.4f}")
     z_dim = run["args"].get("z_dim")
-    ax.set_title(f"Negative ELBO during training{f' (z_dim {z_dim})' if z_dim is not None else ''}"
+    ax.set_title(f"{quantity} during training{f' (z_dim {z_dim})' if z_dim is not None else ''}"
                  + (f"\n{data}" if data else ""), fontsize=10)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("negative ELBO (bits per dimension)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -57,8 +57,8 @@ def sample_title(epoch):
     return f"after {epoch} epoch{'s' if epoch != 1 else ''}"
 
 
-def plot_samples(run, data=""):
-    """The run's sample grids side by side, titled by epoch."""
+def plot_samples(run, data="", about=None):
+    """The run's sample grids side by side, titled by epoch; `about` replaces the VAE's description."""
     samples = run["samples"]
     ncols = min(len(samples), 4)
     nrows = math.ceil(len(samples) / ncols)
@@ -69,8 +69,9 @@ def plot_samples(run, data=""):
         ax.set_title(sample_title(epoch))
         ax.set_axis_off()
     z_dim = run["args"].get("z_dim")
-    fig.suptitle(f"64 samples (z ~ N(0, I), every pixel drawn from its categorical)"
-                 f"{f', z_dim {z_dim}' if z_dim is not None else ''}" + (f"\n{data}" if data else ""))
+    about = about or (f"64 samples (z ~ N(0, I), every pixel drawn from its categorical)"
+                      f"{f', z_dim {z_dim}' if z_dim is not None else ''}")
+    fig.suptitle(about + (f"\n{data}" if data else ""))
     return fig
 
 

@@ -28,6 +28,7 @@ def train(script, flags, data, logs, epochs, name="r"):
                                           str(epochs), "--run_name", name]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["realnvp", "gan"])
 def test_resume_is_exact(family, mnist, tmp_path):
     """2 epochs, then a resume to 3, equal 3 straight epochs: history, metrics, samples and (GAN) interpolation."""

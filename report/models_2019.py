@@ -1,0 +1,204 @@
+"""The report's section "The 2019 models": the binary-MNIST VAE, the GAN and RealNVP (the figures the 2019
+questions ask for), and the comparison of RealNVP's dequantization bound with the VAE's importance-weighted bound
+on 4-bit FashionMNIST over training seeds. Figures and Markdown only; make_figures.py writes them.
+"""
+import math
+from pathlib import Path
+
+import compare
+import plots
+from atomic_io import write_text
+from blocks import replace_block, save_figure
+from cli_common import UserError
+from run_folder import RunDir
+from runs import load_run
+
+MARKERS = ("<!-- models2019:begin -->", "<!-- models2019:end -->")
+ROLES = ("vae", "vae_z2", "gan", "realnvp")  # the runs of the section, told apart by their settings
+
+
+def role(args):
+    """Which of ROLES a run's settings (args.json) make it: its family's own settings tell."""
+    if "latent_dim" in args:
+        return "gan"
+    if "hidden_channels" in args:
+        return "realnvp"
+    return "vae_z2" if args.get("z_dim") == 2 else "vae"
+
+
+def finished_runs(folder):
+    """load_run of every finished run folder directly in `folder`, in name order."""
+    folders = sorted(p for p in Path(folder).iterdir() if p.is_dir() and RunDir(p).is_finished())
+    return [load_run(p) for p in folders]
+
+
+def load_models(folder):
+    """{role: run} of the section's four runs in `folder` (one each); a missing one is a one-line UserError."""
+    found = {}
+    for run in finished_runs(folder):
+        found.setdefault(role(run["args"]), run)
+    missing = [name for name in ROLES if name not in found]
+    if missing:
+        raise UserError(f"--models_2019 {folder}: no finished run for {', '.join(missing)} (binary-MNIST VAE with "
+                        "z_dim 20 and 2, train_gan.py, train_realnvp.py)")
+    return found
+
+
+def load_comparison(realnvp_folder, vae_folder):
+    """{seed: (realnvp run, vae run)}: RealNVP runs and the VAE's ELBO runs (K = 1, no flow) of the same seed."""
+    flows = {r["args"]["seed"]: r for r in finished_runs(realnvp_folder) if role(r["args"]) == "realnvp"}
+    vaes = {r["args"]["seed"]: r for r in finished_runs(vae_folder) if role(r["args"]) == "vae" and
+            r["args"].get("objective", "elbo") == "elbo" and r["args"].get("train_samples", 1) == 1 and
+            r["args"].get("flow", "none") == "none" and r["eval"] is not None}
+    pairs = {seed: (flows[seed], vaes[seed]) for seed in sorted(set(flows) & set(vaes))}
+    if len(pairs) < 2:
+        raise UserError(f"--compare {realnvp_folder} {vae_folder}: {len(pairs)} seed(s) with both a finished "
+                        "RealNVP run and a VAE ELBO run with eval_test.json; a seed-level interval needs 2 or more")
+    return pairs
+
+
+def comparison(pairs):
+    """compare.seed_difference of RealNVP's test bpd minus the VAE's IW bpd, per seed, with the per-image
+    differences (the same test images in the same order) behind the image-level SE."""
+    deltas = {s: nvp["metrics"]["test_bpd"] - vae["eval"]["iw_bpd"] for s, (nvp, vae) in pairs.items()}
+    per_image = {}
+    for seed, (nvp, vae) in pairs.items():
+        ours, theirs = (nvp["eval"] or {}).get("per_image_bpd"), vae["eval"].get("per_image_iw_bpd")
+        if ours and theirs and len(ours) == len(theirs):
+            per_image[seed] = [a - b for a, b in zip(ours, theirs)]
+    return compare.seed_difference(deltas, per_image)
+
+
+def plot_gan_curves(run, data):
+    fig = plots.new_figure(figsize=(9.6, 3.8), dpi=150, layout="constrained")
+    history = run["history"]
+    epochs = [h["epoch"] for h in history]
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    left.plot(epochs, [h["train_d_loss"] for h in history], label="discriminator loss")
+    left.plot(epochs, [h["train_g_loss"] for h in history], label="generator loss (-log D(G(z)))")
+    right.plot(epochs, [h["train_d_real"] for h in history], label="D(x), real images")
+    right.plot(epochs, [h["train_d_fake"] for h in history], label="D(G(z)), generated")
+    right.axhline(0.5, color="k", linewidth=0.6)
+    for ax, what in ((left, "loss (nats, mean over the epoch's batches)"), (right, "mean discriminator output")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"GAN training, per epoch\n{data}", fontsize=10)
+    return fig
+
+
+def plot_interpolation(run, data):
+    fig = plots.new_figure(figsize=(9.6, 1.9), dpi=150, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(plots.read_png(RunDir(run["dir"]).figure_path("interpolation")), cmap="gray", interpolation="nearest")
+    ax.set_axis_off()
+    a, b = run["metrics"].get("interpolation_labels", ["?", "?"])
+    ax.set_title(f"G(z) along z0 -> z1 in 7 steps (ends included); nearest training digits of the ends: {a}, {b}\n"
+                 f"{data}", fontsize=9)
+    return fig
+
+
+def figures(models, pairs, result, data):
+    """{file name: figure} of the section (data: {role: text naming the data of that run})."""
+    nvp_curve = dict(quantity="Dequantization bound on -log P(x)", ylabel="bits per dimension (upper bound)")
+    diff = plots.new_figure(figsize=(7.2, 2.2), dpi=150, layout="constrained")
+    compare.plot_differences([("RealNVP − VAE (IW, K = 1000)", result)], diff, "difference in test bpd "
+                             "(negative: RealNVP lower)")
+    diff.axes[0].set_title(f"Per-seed differences, mean, 95% t-interval ({len(pairs)} seeds)\n{data['compare']}",
+                           fontsize=9)
+    return {
+        "models2019_vae_curves.png": plots.plot_bpd_curves(models["vae"], data["vae"]),
+        "models2019_vae_samples.png": plots.plot_samples(models["vae"], data["vae"]),
+        "models2019_vae_manifold.png": plots.plot_manifold(models["vae_z2"]["manifold"], data["vae_z2"]),
+        "models2019_gan_curves.png": plot_gan_curves(models["gan"], data["gan"]),
+        "models2019_gan_samples.png": plots.plot_samples(models["gan"], data["gan"], "64 GAN samples G(z), z ~ N(0, I)"),
+        "models2019_gan_interpolation.png": plot_interpolation(models["gan"], data["gan"]),
+        "models2019_realnvp_curves.png": plots.plot_bpd_curves(models["realnvp"], data["realnvp"], **nvp_curve),
+        "models2019_realnvp_samples.png": plots.plot_samples(models["realnvp"], data["realnvp"], (
+            f"64 RealNVP samples (z ~ N(0, T²I), T = {models['realnvp']['args'].get('temperature', 1.0)})")),
+        "models2019_compare.png": diff,
+    }
+
+
+def fmt(value, digits=4):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(models, pairs, result, data, names):
+    """The section's Markdown: what each run reached, the figures, and the comparison with its limits."""
+    vae, gan, nvp = models["vae"]["metrics"], models["gan"]["metrics"], models["realnvp"]["metrics"]
+    rows = [
+        ("VAE, binary MNIST (`--bits 1`), z_dim 20", data["vae"], f"test IW bpd (K = {vae.get('iw_samples')}) "
+         f"{fmt(vae.get('test_iw_bpd'))} ± {fmt(vae.get('test_iw_bpd_se'))}; ELBO {fmt(vae['test_bpd'])}"),
+        ("VAE, binary MNIST, z_dim 2", data["vae_z2"], f"test ELBO bpd {fmt(models['vae_z2']['metrics']['test_bpd'])}"),
+        ("GAN, 8-bit MNIST", data["gan"], f"last epoch: D(x) {fmt(gan.get('final_d_real'), 3)}, D(G(z)) "
+         f"{fmt(gan.get('final_d_fake'), 3)} (no likelihood)"),
+        ("RealNVP, 8-bit MNIST", data["realnvp"], f"test bpd {fmt(nvp['test_bpd'])} ± {fmt(nvp['test_bpd_se'])} "
+         f"(bound, {nvp.get('draws')} draws per image)"),
+    ]
+    table = ["| model | data | result | epochs | seconds / epoch | wall time |", "|---|---|---|---|---|---|"]
+    for (label, where, reached), key in zip(rows, ("vae", "vae_z2", "gan", "realnvp")):
+        m = models[key]["metrics"]
+        table.append(f"| {label} (`{models[key]['name']}`) | {where} | {reached} | {m['epochs']} | "
+                     f"{fmt(m.get('seconds_per_epoch'), 2)} | {m['wall_time_s']:.0f} s |")
+    seeds = ", ".join(str(s) for s in result["seeds"])
+    nvp_runs, vae_runs = [p[0] for p in pairs.values()], [p[1] for p in pairs.values()]
+    params = nvp_runs[0]["metrics"].get("parameters")
+    lines_ = [
+        "| seed | RealNVP test bpd (bound, SE over images) | VAE test IW bpd, K = 1000 | difference |", "|---|---|---|---|"]
+    for seed, delta in zip(result["seeds"], result["deltas"]):
+        nvp_m, vae_e = pairs[seed][0]["metrics"], pairs[seed][1]["eval"]
+        lines_.append(f"| {seed} | {fmt(nvp_m['test_bpd'])} ± {fmt(nvp_m['test_bpd_se'])} | {fmt(vae_e['iw_bpd'])} ± "
+                      f"{fmt(vae_e['iw_bpd_se'])} | {delta:+.4f} |")
+    low, high = result["interval"]
+    speed = (f"seconds per epoch in these runs: RealNVP {fmt(_mean(r['metrics']['seconds_per_epoch'] for r in nvp_runs), 1)}"
+             f", VAE {fmt(_mean(r['metrics']['seconds_per_epoch'] for r in vae_runs), 1)} (different sessions and "
+             "machines, see the timing below)")
+    return "\n".join([
+        *table, "",
+        *(f"![{name}](figures/{name})" for name in names), "",
+        f"**RealNVP against the VAE on 4-bit FashionMNIST** ({data['compare']}; seeds {seeds}; RealNVP "
+        f"`{nvp_runs[0]['name'].rsplit('_s', 1)[0]}` with {params:,} parameters, the VAE 270,616; {speed}).",
+        "", *lines_, "",
+        f"Mean difference {result['mean']:+.4f} bpd, seed SE {fmt(result['seed_se'])}, 95% t-interval "
+        f"[{low:+.4f}, {high:+.4f}] ({len(result['seeds'])} seeds): **{compare.verdict(result['interval'])}**"
+        f"{' for RealNVP' if result['interval'][1] < 0 or result['interval'][0] > 0 else ''}. The Monte Carlo SE "
+        f"over test images of the mean difference, for these trained models, is {fmt(result['image_se'])}: a "
+        f"second figure, {_relation(result['image_se'], result['seed_se'])} the seed SE.",
+    ])
+
+
+def _relation(image_se, seed_se):
+    if image_se is None or seed_se is None:
+        return "not comparable with"
+    return "smaller than" if image_se < seed_se else "at least as large as"
+
+
+def _mean(values):
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def make(models_dir, compare_dirs, out_dir, report, report_path, describe):
+    """The section's figures (out_dir/models2019_*.png), out_dir/models_2019.md and the report text with the block
+    between MARKERS replaced; every run is read (and a missing one refused) before anything is written.
+    describe(data_dir, dataset) names a run's data. Returns (new report text, written paths)."""
+    replace_block(report, MARKERS, "", report_path)  # the markers are there, before anything is read or written
+    models, pairs = load_models(models_dir), load_comparison(*compare_dirs)
+    result = comparison(pairs)
+
+    def data_of(run):
+        args = run["args"]
+        return f"{describe(args.get('data_dir'), args.get('dataset', 'fashion_mnist')).split(' (`')[0]}, {args['bits']}-bit"
+    data = {**{key: data_of(run) for key, run in models.items()}, "compare": data_of(next(iter(pairs.values()))[0])}
+    figs = figures(models, pairs, result, data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, fig in figs.items():
+        save_figure(fig, out_dir / name)
+    sources = ", ".join(f"`{run['name']}`" for run in models.values())
+    generated = (f"<!-- generated by report/make_figures.py --models_2019 from {sources} and the {len(pairs)} seed "
+                 f"pairs of --compare; edits here are overwritten -->")
+    block = f"{generated}\n\n{markdown(models, pairs, result, data, list(figs))}"
+    write_text(out_dir / "models_2019.md", f"# The 2019 models\n\n{block}\n")
+    return replace_block(report, MARKERS, block, report_path), [*(out_dir / n for n in figs), out_dir / "models_2019.md"]
