@@ -101,7 +101,7 @@ def test_local_sweep_and_rerun(full_sweep, tiny_data, capfd):
     summary = json.loads((sweep_dir / "sweep.json").read_text())
     assert [(p["index"], p["name"], p["status"]) for p in summary["points"]] == \
            [(i, name, "finished") for i, name in enumerate(NAMES4)]
-    assert summary["grid"] == {"objectives": ["elbo", "iwae"], "train_samples": [2], "flows": ["none", "planar"],
+    assert summary["grid"] == {"family": "vae", "objectives": ["elbo", "iwae"], "train_samples": [2], "flows": ["none", "planar"],
                                "flow_lengths": [2], "seeds": [42]}
     assert summary["passthrough"] == ["--data_dir", str(tiny_data), *TRAIN]
 
