@@ -57,6 +57,29 @@ def load_comparison(realnvp_folder, vae_folder):
     return pairs
 
 
+def load_timing(realnvp_folder):
+    """{"vae": run, "realnvp": run} of REALNVP_DIR/timing/ (short runs of both, one after the other on one
+    machine: the side-by-side seconds per epoch), or None when that folder is absent."""
+    folder = Path(realnvp_folder) / "timing"
+    if not folder.is_dir():
+        return None
+    found = {role(r["args"]): r for r in finished_runs(folder)}
+    if not {"vae", "realnvp"} <= found.keys():
+        raise UserError(f"{folder}: needs one finished VAE run and one RealNVP run (the side-by-side timing)")
+    return {"vae": found["vae"], "realnvp": found["realnvp"]}
+
+
+def timing_text(timing):
+    if timing is None:
+        return "No side-by-side timing was recorded (REALNVP_DIR/timing/)."
+    (vae, nvp), machine = (timing[k]["metrics"] for k in ("vae", "realnvp")), timing["realnvp"]["metrics"]["machine"]
+    ratio = nvp["seconds_per_epoch"] / vae["seconds_per_epoch"]
+    return (f"Side by side on one machine ({machine.get('device_name', '?')}, torch {machine.get('torch', '?')}, "
+            f"{machine.get('threads', '?')} thread(s); `timing/`, {vae['epochs']} and {nvp['epochs']} epochs, run "
+            f"one after the other on the same data and settings): the VAE takes {vae['seconds_per_epoch']:.2f} s per "
+            f"epoch, RealNVP {nvp['seconds_per_epoch']:.2f} s ({ratio:.1f} times as long).")
+
+
 def comparison(pairs):
     """compare.seed_difference of RealNVP's test bpd minus the VAE's IW bpd, per seed, with the per-image
     differences (the same test images in the same order) behind the image-level SE."""
@@ -112,7 +135,8 @@ def figures(models, pairs, result, data):
         "models2019_vae_samples.png": plots.plot_samples(models["vae"], data["vae"]),
         "models2019_vae_manifold.png": plots.plot_manifold(models["vae_z2"]["manifold"], data["vae_z2"]),
         "models2019_gan_curves.png": plot_gan_curves(models["gan"], data["gan"]),
-        "models2019_gan_samples.png": plots.plot_samples(models["gan"], data["gan"], "64 GAN samples G(z), z ~ N(0, I)"),
+        "models2019_gan_samples.png": plots.plot_samples(models["gan"], data["gan"],
+                                                         "64 GAN samples G(z), z ~ N(0, I)"),
         "models2019_gan_interpolation.png": plot_interpolation(models["gan"], data["gan"]),
         "models2019_realnvp_curves.png": plots.plot_bpd_curves(models["realnvp"], data["realnvp"], **nvp_curve),
         "models2019_realnvp_samples.png": plots.plot_samples(models["realnvp"], data["realnvp"], (
@@ -125,7 +149,7 @@ def fmt(value, digits=4):
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(models, pairs, result, data, names):
+def markdown(models, pairs, result, data, names, timing=None):
     """The section's Markdown: what each run reached, the figures, and the comparison with its limits."""
     vae, gan, nvp = models["vae"]["metrics"], models["gan"]["metrics"], models["realnvp"]["metrics"]
     rows = [
@@ -146,15 +170,16 @@ def markdown(models, pairs, result, data, names):
     nvp_runs, vae_runs = [p[0] for p in pairs.values()], [p[1] for p in pairs.values()]
     params = nvp_runs[0]["metrics"].get("parameters")
     lines_ = [
-        "| seed | RealNVP test bpd (bound, SE over images) | VAE test IW bpd, K = 1000 | difference |", "|---|---|---|---|"]
+        "| seed | RealNVP test bpd (bound, SE over images) | VAE test IW bpd, K = 1000 | difference |",
+        "|---|---|---|---|"]
     for seed, delta in zip(result["seeds"], result["deltas"]):
         nvp_m, vae_e = pairs[seed][0]["metrics"], pairs[seed][1]["eval"]
         lines_.append(f"| {seed} | {fmt(nvp_m['test_bpd'])} ± {fmt(nvp_m['test_bpd_se'])} | {fmt(vae_e['iw_bpd'])} ± "
                       f"{fmt(vae_e['iw_bpd_se'])} | {delta:+.4f} |")
     low, high = result["interval"]
-    speed = (f"seconds per epoch in these runs: RealNVP {fmt(_mean(r['metrics']['seconds_per_epoch'] for r in nvp_runs), 1)}"
-             f", VAE {fmt(_mean(r['metrics']['seconds_per_epoch'] for r in vae_runs), 1)} (different sessions and "
-             "machines, see the timing below)")
+    seconds = [fmt(_mean(r["metrics"]["seconds_per_epoch"] for r in group), 1) for group in (nvp_runs, vae_runs)]
+    speed = (f"mean seconds per epoch recorded by these runs: RealNVP {seconds[0]}, VAE {seconds[1]} (other "
+             "sessions and machines for the VAE; a side-by-side timing follows the table)")
     return "\n".join([
         *table, "",
         *(f"![{name}](figures/{name})" for name in names), "",
@@ -165,7 +190,7 @@ def markdown(models, pairs, result, data, names):
         f"[{low:+.4f}, {high:+.4f}] ({len(result['seeds'])} seeds): **{compare.verdict(result['interval'])}**"
         f"{' for RealNVP' if result['interval'][1] < 0 or result['interval'][0] > 0 else ''}. The Monte Carlo SE "
         f"over test images of the mean difference, for these trained models, is {fmt(result['image_se'])}: a "
-        f"second figure, {_relation(result['image_se'], result['seed_se'])} the seed SE.",
+        f"second figure, {_relation(result['image_se'], result['seed_se'])} the seed SE.", "", timing_text(timing),
     ])
 
 
@@ -185,12 +210,13 @@ def make(models_dir, compare_dirs, out_dir, report, report_path, describe):
     between MARKERS replaced; every run is read (and a missing one refused) before anything is written.
     describe(data_dir, dataset) names a run's data. Returns (new report text, written paths)."""
     replace_block(report, MARKERS, "", report_path)  # the markers are there, before anything is read or written
-    models, pairs = load_models(models_dir), load_comparison(*compare_dirs)
+    models, pairs, timing = load_models(models_dir), load_comparison(*compare_dirs), load_timing(compare_dirs[0])
     result = comparison(pairs)
 
     def data_of(run):
         args = run["args"]
-        return f"{describe(args.get('data_dir'), args.get('dataset', 'fashion_mnist')).split(' (`')[0]}, {args['bits']}-bit"
+        named = describe(args.get("data_dir"), args.get("dataset", "fashion_mnist")).split(" (`")[0]
+        return f"{named}, {args['bits']}-bit"
     data = {**{key: data_of(run) for key, run in models.items()}, "compare": data_of(next(iter(pairs.values()))[0])}
     figs = figures(models, pairs, result, data)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +225,7 @@ def make(models_dir, compare_dirs, out_dir, report, report_path, describe):
     sources = ", ".join(f"`{run['name']}`" for run in models.values())
     generated = (f"<!-- generated by report/make_figures.py --models_2019 from {sources} and the {len(pairs)} seed "
                  f"pairs of --compare; edits here are overwritten -->")
-    block = f"{generated}\n\n{markdown(models, pairs, result, data, list(figs))}"
+    block = f"{generated}\n\n{markdown(models, pairs, result, data, list(figs), timing)}"
     write_text(out_dir / "models_2019.md", f"# The 2019 models\n\n{block}\n")
-    return replace_block(report, MARKERS, block, report_path), [*(out_dir / n for n in figs), out_dir / "models_2019.md"]
+    written = [*(out_dir / name for name in figs), out_dir / "models_2019.md"]
+    return replace_block(report, MARKERS, block, report_path), written

@@ -41,6 +41,9 @@ def section(tmp_path_factory):
         run(train_realnvp, ["--dataset", "fashion_mnist", "--bits", "4", "--data_dir", fashion, "--log_dir", flows,
                             *NVP, "--seed", seed, "--run_name", f"nvp_s{seed}"])
         run(train_torch, ["--data_dir", fashion, "--log_dir", vaes, *VAE, "--seed", seed, "--run_name", f"vae_s{seed}"])
+    for script, flags in ((train_realnvp, NVP), (train_torch, VAE)):
+        run(script, ["--dataset", "fashion_mnist", "--bits", "4", "--data_dir", fashion, "--log_dir", flows / "timing",
+                     *flags])
     report = root / "report.md"
     report.write_text("intro\n<!-- models2019:begin -->\nOLD-BLOCK\n<!-- models2019:end -->\nend\n")
     make_figures.main(make_figures.parse_args(["--models_2019", str(models), "--compare", str(flows), str(vaes),
@@ -74,6 +77,12 @@ def test_the_comparison_is_recomputed_from_the_runs_files(section):
     assert f"Mean difference {mean(deltas):+.4f} bpd" in text
     assert f"[{mean(deltas) - half:+.4f}, {mean(deltas) + half:+.4f}]" in text
     assert f"is {math.sqrt(sum(images)) / 3:.4f}" in text
+    timing = {}
+    for run_dir in (root / "flows" / "timing").iterdir():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        timing["realnvp" if "draws" in metrics else "vae"] = metrics["seconds_per_epoch"]
+    assert (f"the VAE takes {timing['vae']:.2f} s per epoch, RealNVP {timing['realnvp']:.2f} s "
+            f"({timing['realnvp'] / timing['vae']:.1f} times as long)") in text
 
 
 def test_a_missing_model_is_refused_before_anything_is_written(tmp_path, capsys):

@@ -101,8 +101,8 @@ def test_local_sweep_and_rerun(full_sweep, tiny_data, capfd):
     summary = json.loads((sweep_dir / "sweep.json").read_text())
     assert [(p["index"], p["name"], p["status"]) for p in summary["points"]] == \
            [(i, name, "finished") for i, name in enumerate(NAMES4)]
-    assert summary["grid"] == {"family": "vae", "objectives": ["elbo", "iwae"], "train_samples": [2], "flows": ["none", "planar"],
-                               "flow_lengths": [2], "seeds": [42]}
+    assert summary["grid"] == {"family": "vae", "objectives": ["elbo", "iwae"], "train_samples": [2],
+                               "flows": ["none", "planar"], "flow_lengths": [2], "seeds": [42]}
     assert summary["passthrough"] == ["--data_dir", str(tiny_data), *TRAIN]
 
     before = mtimes(sweep_dir)
@@ -174,8 +174,8 @@ def test_slurm_script(tmp_path, capsys):
     assert len(shown) == 4
     for index, command in enumerate(shown):
         assert shlex.split(command) == ["python", str(PART1 / "sweep.py"), str(sweep_dir), "--only", str(index),
-                                        "--family", "vae", "--objectives", "elbo", "iwae", "--train_samples", "2", "--flows", "none",
-                                        "planar", "--flow_lengths", "2", "--seeds", "42", "--", "--epochs", "5",
+                                        "--family", "vae", "--objectives", "elbo", "iwae", "--train_samples", "2",
+                                        "--flows", "none", "planar", "--flow_lengths", "2", "--seeds", "42", "--", "--epochs", "5",
                                         "--data_dir", "my data"]
         assert grid_points(parse_args(shlex.split(command)[2:]))[index]["flow"] == ["none", "planar"][index % 2]
     assert "--gres" not in slurm_script(tmp_path / "cpu", "--gpus", "0")
