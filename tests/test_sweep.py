@@ -67,6 +67,7 @@ def test_grid_points_and_names():
     assert resume_flags(train) == ["--epochs", "9", "--no-progress_bar", "--data_dir", "x", "--sample_epochs", "1", "2"]
 
 
+@pytest.mark.slow
 def test_a_sweep_of_another_family_runs_its_script_over_seeds(tmp_path, capsys):
     """--family gan: one point per seed, named gan_s<seed>, trained by train_gan.py; a rerun skips them; the VAE's
     grid flags are refused in one line."""
