@@ -125,9 +125,10 @@ def plot_interpolation(run, data):
 def figures(models, pairs, result, data):
     """{file name: figure} of the section (data: {role: text naming the data of that run})."""
     nvp_curve = dict(quantity="Dequantization bound on -log P(x)", ylabel="bits per dimension (upper bound)")
-    diff = plots.new_figure(figsize=(7.2, 2.2), dpi=150, layout="constrained")
+    diff = plots.new_figure(figsize=(7.2, 3.6), dpi=150, layout="constrained")
     compare.plot_differences([("RealNVP − VAE (IW, K = 1000)", result)], diff, "difference in test bpd "
                              "(negative: RealNVP lower)")
+    diff.axes[0].set_ylim(-0.6, 0.8)  # one row: the dots at 0, the mean and interval just above
     diff.axes[0].set_title(f"Per-seed differences, mean, 95% t-interval ({len(pairs)} seeds)\n{data['compare']}",
                            fontsize=9)
     return {
