@@ -1,14 +1,16 @@
 """Make the report's figures and results tables from run folders written by part1/train_torch.py.
 
-    python report/make_figures.py RUN_DIR [RUN_DIR_Z2]
+    python report/make_figures.py RUN_DIR [RUN_DIR_Z2] [--study SWEEP_DIR]
+                                  [--models_2019 DIR --compare REALNVP_DIR VAE_DIR]
 
 RUN_DIR is the main run (z_dim 20 in the report): its bpd curves and sample grids become
 figures/bpd_curves.png and figures/samples.png, its evaluate.py pictures figures/reconstructions.png
 and figures/interpolations.png. RUN_DIR_Z2 is a z_dim 2 run: its vae_manifold.png becomes
 figures/manifold.png. Both runs go into figures/results.md, and the same Markdown replaces the text
-between the results markers of report.md, so no number in the report is typed by hand. Run folders
-are read through part1/runs.py and run_folder.py (the one owner of their format); unfinished runs are refused before
-anything is written.
+between the results markers of report.md, so no number in the report is typed by hand. --study and
+--models_2019 write the study (2.11) and "The 2019 models" (Part 3) between their own markers. Run
+folders are read through part1/runs.py and run_folder.py (the one owner of their format); unfinished
+runs are refused before anything is written.
 """
 import sys
 from pathlib import Path
