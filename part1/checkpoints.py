@@ -164,14 +164,10 @@ def _check_progress(state, path):
         raise CheckpointError(f"{path} contradicts itself ({'; '.join(problems)}); it cannot be resumed")
 
 
-FAMILY = ("z_dim", "num_filters", "flow", "flow_length", "bits")  # the VAE's: what its weights' shapes depend on
-FAMILY_DEFAULTS = {"flow": "none", "flow_length": 0, "bits": 4}  # checkpoints from before flows and bits existed
-
-
-def check_model_fits(state, path, requested, keys=FAMILY, key_defaults=None):
+def check_model_fits(state, path, requested, keys, key_defaults):
     """Raise a one-line CheckpointError unless the checkpoint's model is the `requested` one (a dict with the
-    `keys` entries: the settings the weights' shapes depend on; the VAE's by default)."""
-    key_defaults = FAMILY_DEFAULTS if key_defaults is None else key_defaults
+    `keys` entries: the settings the weights' shapes depend on, a config's SHAPE_KEYS; key_defaults: the values
+    of checkpoints from before a key existed)."""
     saved = {name: state["args"].get(name, key_defaults.get(name)) for name in keys}
     differ = [name for name in keys if saved[name] != requested[name]]
     if differ:

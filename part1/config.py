@@ -13,8 +13,8 @@ from run_config import (PART1_DIR, REPO_ROOT, RunConfig, add_optimization_flags,
 TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
 DESCRIPTION = ("Train a VAE on MNIST or FashionMNIST quantized to B bits (default: the assignment's 4-bit "
                "FashionMNIST); report the negative ELBO in bits per dimension.")
-__all__ = ["TrainConfig", "build_parser", "parse_train_args", "defaults", "args_to_dict", "check_saved_settings",
-           "find_data_dir", "run_name_type", "PART1_DIR", "REPO_ROOT", "TRAIN_SCRIPT"]
+__all__ = ["TrainConfig", "build_parser", "parse_train_args", "defaults", "find_data_dir", "run_name_type", "PART1_DIR",
+           "REPO_ROOT", "TRAIN_SCRIPT"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -83,12 +83,3 @@ def defaults():
     """Every VAE setting's default, as TrainConfig.to_dict gives it."""
     return TrainConfig.defaults()
 
-
-def args_to_dict(config):
-    """config.to_dict(), under the name the sweep and the report have used."""
-    return config.to_dict()
-
-
-def check_saved_settings(settings, where):
-    """TrainConfig.check_saved: a VAE settings dict read from a file, checked as its command line would be."""
-    TrainConfig.check_saved(settings, where)

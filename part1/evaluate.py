@@ -26,7 +26,7 @@ from checkpoints import CheckpointError, load_checkpoint
 from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, first_line, int_at_least, resolve_device,
                         resolve_path,
                         run_cli, seed_type, signal_name_and_status)
-from config import REPO_ROOT, check_saved_settings, find_data_dir
+from config import REPO_ROOT, TrainConfig, find_data_dir
 from estimates import evaluate_loader, evaluation_record
 from dataset import BITS, DATASETS, load_data
 from model import VAE, eval_mode
@@ -123,7 +123,7 @@ def load_model(path, device):
         raise CheckpointError(f"checkpoint not found: {path} (give a run folder holding checkpoints/best.pt, "
                               "or a .pt file written by train_torch.py)")
     ckpt = load_checkpoint(path)
-    check_saved_settings(ckpt["args"], f"{path}, args")
+    TrainConfig.check_saved(ckpt["args"], f"{path}, args")
     args = ckpt["args"]
     try:
         model = VAE(int(args["num_filters"]), int(args["z_dim"]), float(args.get("lr", 1e-3)),

@@ -61,13 +61,28 @@ def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None, check_
     Returns:
         dict of floats, averages over the images seen: "objective_bpd", "bpd", "rec_nats", "kl_nats".
     Raises:
-        NonFiniteLossError: at the first batch whose loss is NaN or Inf (checked every step on the CPU;
+        NonFiniteLossError: see train_epoch.
+    """
+    loss_fn = loss_fn or (lambda imgs: objective(model, imgs, objective_name, train_samples))
+    # The loss in bpd: nats / (784 ln 2), as the assignment minimises.
+    return train_epoch(model, loader, optimizer, loss_fn, ("objective_bpd",) + STATS, precision, grad_clip,
+                       check_every_step)
+
+
+def train_epoch(model, loader, optimizer, loss_fn, names, precision="fp32", grad_clip=None, check_every_step=None):
+    """One epoch of any model trained by one optimizer on a loss: the loop of train_vae and of RealNVP.
+
+    Args:
+        loss_fn: imgs [B, 1, 28, 28] -> dict of scalar tensors holding `names`; names[0] is backpropagated.
+        precision, grad_clip, check_every_step: as train_vae's.
+    Returns:
+        dict of floats: the `names`, averages over the images seen (batch-size-weighted, summed on the device).
+    Raises:
+        NonFiniteLossError: at the first batch whose statistics are NaN or Inf (checked every step on the CPU;
         at the end of the epoch on a GPU, where a per-step check would force a host sync, with the same
         step number reported either way).
     """
     model.train()
-    loss_fn = loss_fn or (lambda imgs: objective(model, imgs, objective_name, train_samples))
-    names = ("objective_bpd",) + STATS
     totals = torch.zeros(len(names), device=model.device)  # batch-size-weighted sums
     first_bad_step = torch.full((), -1, device=model.device)  # first step with a NaN/Inf loss; -1: none
     if check_every_step is None:
@@ -77,13 +92,13 @@ def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None, check_
         imgs = imgs.to(model.device, non_blocking=True)  # [B, 1, 28, 28]
         with autocast(model.device, precision):
             terms = loss_fn(imgs)
-        batch_stats = torch.stack([terms[name] for name in names]).detach()  # [4]
+        batch_stats = torch.stack([terms[name] for name in names]).detach()  # [len(names)]
         first_bad_step = torch.where((first_bad_step < 0) & ~batch_stats.isfinite().all(), step, first_bad_step)
         if check_every_step and first_bad_step >= 0:
             raise NonFiniteLossError("training", step + 1)
 
         optimizer.zero_grad(set_to_none=True)
-        terms["objective_bpd"].backward()  # the loss in bpd: nats / (784 ln 2), as the assignment minimises
+        terms[names[0]].backward()
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
@@ -115,13 +130,9 @@ def test_vae(model, loader):
 
 @torch.no_grad()
 def sample_grid(model, batch_size=64):
-    """An 8-column grid of `batch_size` samples, [3, H, W] in [0, 1] (level / (L - 1)).
-
-    Sampling runs in eval mode on a fork of the RNG state, so the training run's random
-    stream (and hence its numbers) does not depend on when grids are drawn.
-    """
-    devices = [model.device] if model.device.type == "cuda" else []
-    with eval_mode(model), torch.random.fork_rng(devices=devices):
+    """An 8-column grid of `batch_size` samples, [3, H, W] in [0, 1] (level / (L - 1)), drawn in eval mode from
+    the global RNG (callers fork it: trainer.save_samples, train_torch.sample_and_save)."""
+    with eval_mode(model):
         samples = model.sample(batch_size)  # [64, 1, 28, 28] in 0..L-1
     return torchvision.utils.make_grid(samples.float().cpu() / (model.levels - 1), nrow=8)  # [3, H, W] in [0, 1]
 

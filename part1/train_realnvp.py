@@ -18,9 +18,9 @@ import math
 import torch
 import torchvision
 
-from cli_common import NonFiniteLossError, run_cli
+from cli_common import run_cli
 from configs_2019 import REALNVP_SCRIPT, RealNVPConfig
-from loops import CompiledOrEager
+from loops import CompiledOrEager, train_epoch
 from model import eval_mode
 from realnvp import RealNVP, dequantized_nll
 from tensorboard_log import Board, lines
@@ -50,25 +50,12 @@ def build(config, device, choice):
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = CompiledOrEager(model) if choice["compile"] else model
 
-    def train_epoch(batches):
-        """One epoch; averages over the images seen of STATS (one dequantization draw per image)."""
-        model.train()
-        totals, count = torch.zeros(len(STATS), dtype=torch.float64), 0
-        for step, (imgs, _) in enumerate(batches):
-            imgs = imgs.to(device, non_blocking=True)  # [B, 1, 28, 28] long
-            terms = loss_fn(imgs)
-            values = torch.stack([terms[name].detach() for name in STATS]).double().cpu()  # [3]
-            if not values.isfinite().all():
-                raise NonFiniteLossError("training", step + 1)
-            optimizer.zero_grad(set_to_none=True)
-            terms["nll_nats"].backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            totals += values * imgs.shape[0]
-            count += imgs.shape[0]
-        return dict(zip(STATS, (totals / count).tolist()))
-    return model, optimizer, train_epoch
+    def train_one_epoch(batches):
+        """loops.train_epoch on nll_nats (one dequantization draw per image); averages of STATS."""
+        stats = train_epoch(model, batches, optimizer, loss_fn, ("nll_nats", "bpd", "logdet_nats"),
+                            grad_clip=config.grad_clip)
+        return {name: stats[name] for name in STATS}  # history's order
+    return model, optimizer, train_one_epoch
 
 
 @torch.inference_mode()

@@ -13,6 +13,8 @@ if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports e
 
 import time
 
+import torch
+
 from cli_common import run_cli
 from config import TRAIN_SCRIPT, parse_train_args
 from dataset import DATASETS
@@ -92,8 +94,10 @@ VAE_FAMILY = Family(script=TRAIN_SCRIPT, build=build, validate=test_vae, sample_
 
 def sample_and_save(model, epoch, summary_writer, batch_size=64, run_dir=None):
     """Save an 8x8 grid of samples as samples_epoch_XXX.png in the run folder (run_dir; None: the writer's
-    folder) and log it to TensorBoard (the assignment's function; loops.sample_grid draws it)."""
-    grid = sample_grid(model, batch_size)  # [3, H, W] in [0, 1]
+    folder) and log it to TensorBoard (the assignment's function; loops.sample_grid draws it). Drawn on a fork of
+    the RNG state, so the training run's numbers do not depend on when grids are drawn."""
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        grid = sample_grid(model, batch_size)  # [3, H, W] in [0, 1]
     (run_dir or RunDir(summary_writer.log_dir)).save_samples(epoch, grid)
     summary_writer.add_image("samples", grid, global_step=epoch)
 

@@ -46,6 +46,15 @@ def test_resume_is_exact(family, mnist, tmp_path):
             assert (a / png).read_bytes() == (b / png).read_bytes(), png
 
 
+def test_realnvp_clips_its_gradients_when_asked(mnist, tmp_path):
+    """--grad_clip reaches RealNVP's steps: clipped to a norm of 1e-9, Adam's steps shrink below its epsilon and
+    the first epoch's training statistics differ from the unclipped run's (same seed, same data order)."""
+    train(train_realnvp, REALNVP, mnist, tmp_path / "free", 1)
+    train(train_realnvp, [*REALNVP, "--grad_clip", "1e-9"], mnist, tmp_path / "clipped", 1)
+    free, clipped = (history_without_time(tmp_path / name / "r")[0] for name in ("free", "clipped"))
+    assert free["train_bpd"] != clipped["train_bpd"] and free["val_bpd"] != clipped["val_bpd"]
+
+
 def test_realnvp_run_folder_and_tensorboard(mnist, tmp_path):
     metrics = train(train_realnvp, REALNVP, mnist, tmp_path, 2)
     run = tmp_path / "r"

@@ -111,3 +111,19 @@ def test_sample_draws_from_each_pixels_categorical():
     assert set(samples.unique().tolist()) == {3, 9}
     fraction_nine = (samples == 9).float().mean().item()
     assert abs(fraction_nine - 0.5) < 4 * math.sqrt(0.25 / samples.numel())
+
+
+def test_sample_and_save_leaves_the_random_stream_alone(tmp_path):
+    """The assignment's sample_and_save writes samples_epoch_XXX.png and logs the grid, drawing on a fork of the
+    RNG: the global stream afterwards is the one it would be without the call."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from train_torch import sample_and_save
+    model = VAE(num_filters=4, z_dim=2, lr=1e-3)
+    torch.manual_seed(3)
+    expected = torch.rand(5)
+    torch.manual_seed(3)
+    with SummaryWriter(str(tmp_path)) as writer:
+        sample_and_save(model, 7, writer, batch_size=4)
+    assert torch.equal(torch.rand(5), expected)
+    assert (tmp_path / "samples_epoch_007.png").stat().st_size > 0
