@@ -8,9 +8,9 @@ project's default, its fastest option combination, and the training step alone (
 Every figure is images per second of training (forward + backward + Adam), after warm-up, over a
 fixed number of steps; each is measured --repeats times, interleaved, and the median is reported.
 """
-if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line (entry.py)
-    import entry
-    entry.guard_startup()
+if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line 
+    from dgmkit.cli import startup
+    startup.guard_startup()
 
 import itertools
 import json
@@ -29,13 +29,16 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader
 
-import hardware
-from atomic_io import check_writable, write_json
-from cli_common import ArgumentParser, int_at_least, resolve_device, resolve_path, run_cli
-from config import parse_train_args
-from dataset import RAW_FILES, fmnist
-from loops import autocast, build_model, train_vae
-from model import VAE
+from dgmkit.cli.args import ArgumentParser, int_at_least, resolve_path
+from dgmkit.cli.runner import run_cli
+from dgmkit.data.datasets import RAW_FILES, fmnist
+from dgmkit.engine import hardware
+from dgmkit.engine.epoch import autocast
+from dgmkit.engine.hardware import resolve_device
+from dgmkit.runs.atomic_io import check_writable, write_json
+from dgmkit.vae.config import parse_train_args
+from dgmkit.vae.model import VAE
+from dgmkit.vae.training import build_model, train_vae
 
 PART1_DIR = Path(__file__).resolve().parent
 

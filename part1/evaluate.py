@@ -9,9 +9,9 @@ al. (2016), which is at least as tight and tends to log p(x) as K grows. Results
 in the run folder, pictures to reconstructions_<split>.png and interpolations_<split>.png there, and
 everything to the run's TensorBoard.
 """
-if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line (entry.py)
-    import entry
-    entry.guard_startup()
+if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line 
+    from dgmkit.cli import startup
+    startup.guard_startup()
 
 import os
 import time
@@ -21,16 +21,18 @@ import torch
 import torchvision
 from torch.utils.tensorboard import SummaryWriter
 
-from atomic_io import check_destination
-from checkpoints import CheckpointError, load_checkpoint
-from cli_common import (ArgumentParser, Interrupted, Terminated, UserError, first_line, int_at_least, resolve_device,
-                        resolve_path,
-                        run_cli, seed_type, signal_name_and_status)
-from config import REPO_ROOT, TrainConfig, find_data_dir
-from estimates import evaluate_loader, evaluation_record
-from dataset import BITS, DATASETS, load_data
-from model import VAE, eval_mode
-from run_folder import PICTURES, RunDir
+from dgmkit.cli.args import ArgumentParser, int_at_least, resolve_path, seed_type
+from dgmkit.cli.runner import run_cli
+from dgmkit.contexts import eval_mode
+from dgmkit.data.datasets import BITS, DATASETS, load_data
+from dgmkit.engine.hardware import resolve_device
+from dgmkit.errors import Interrupted, Terminated, UserError, first_line, signal_name_and_status
+from dgmkit.runs.atomic_io import check_destination
+from dgmkit.runs.checkpoints import CheckpointError, load_checkpoint
+from dgmkit.runs.folder import PICTURES, RunDir
+from dgmkit.vae.config import REPO_ROOT, TrainConfig, find_data_dir
+from dgmkit.vae.estimates import evaluate_loader, evaluation_record
+from dgmkit.vae.model import VAE
 from utils import decoder_mean_image
 
 PROG = "evaluate.py"

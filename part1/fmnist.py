@@ -1,8 +1,8 @@
 """The assignment's data module name: fmnist(root, batch_size, num_workers, download) gives the 4-bit
 FashionMNIST loaders. Everything lives in dataset.py (MNIST and FashionMNIST at any bit depth); this module
 keeps the assignment's names importable."""
-from dataset import CLASSES, RAW_FILES, DataError, DeviceBatches, EpochBatches, QuantizedImages, check_idx, fmnist, \
-    quantize, train_val_split
+from dgmkit.data.datasets import (CLASSES, RAW_FILES, DataError, DeviceBatches, EpochBatches, QuantizedImages,
+                                  check_idx, fmnist, quantize, train_val_split)
 
 __all__ = ["CLASSES", "RAW_FILES", "DataError", "DeviceBatches", "EpochBatches", "QuantizedImages", "check_idx",
            "fmnist", "quantize", "train_val_split"]

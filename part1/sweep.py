@@ -13,9 +13,9 @@ their first checkpoint. SWEEP_DIR/sweep.json: the grid, the passthrough, each po
 SWEEP_DIR/sweep.sbatch, a job array whose task i runs this script with --only i, and runs nothing. Exit statuses as
 train_torch.py's; a failed run stops the sweep with its status; SIGINT/SIGTERM are forwarded to the running child.
 """
-if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line (entry.py)
-    import entry
-    entry.guard_startup()
+if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line 
+    from dgmkit.cli import startup
+    startup.guard_startup()
 
 import argparse
 import contextlib
@@ -31,14 +31,17 @@ import threading
 import time
 from pathlib import Path
 
-from atomic_io import write_json, write_text
-from cli_common import (EXIT_SIGINT, ArgumentParser, Interrupted, Terminated, UserError, int_at_least, resolve_path,
-                        run_cli, seed_type, signal_name_and_status)
-from config import PART1_DIR, REPO_ROOT, TrainConfig
-from configs_2019 import GANConfig, RealNVPConfig
-from model import FLOW_KINDS, OBJECTIVES
-from run_folder import RunDir, read_json
-from session import RESUME_MAY_CHANGE
+from dgmkit.cli.args import ArgumentParser, int_at_least, resolve_path, seed_type
+from dgmkit.cli.runner import run_cli
+from dgmkit.engine.session import RESUME_MAY_CHANGE
+from dgmkit.errors import EXIT_SIGINT, Interrupted, Terminated, UserError, signal_name_and_status
+from dgmkit.gan.config import GANConfig
+from dgmkit.realnvp.config import RealNVPConfig
+from dgmkit.runs.atomic_io import write_json, write_text
+from dgmkit.runs.folder import RunDir, read_json
+from dgmkit.vae.bounds import OBJECTIVES
+from dgmkit.vae.config import PART1_DIR, REPO_ROOT, TrainConfig
+from dgmkit.vae.model import FLOW_KINDS
 
 PROG, SWEEP_JSON, SBATCH = "sweep.py", "sweep.json", "sweep.sbatch"
 GRID_FLAGS = ("objectives", "train_samples", "flows", "flow_lengths", "seeds")

@@ -92,13 +92,6 @@ def log_px_given_z(logits, imgs):
     return -ce.double().flatten(1).sum(dim=1)  # [N]
 
 
-def mean_and_se(values):
-    """Mean of a 1-D tensor and its standard error std / sqrt(N) (sample std, N - 1); SE is None for N < 2."""
-    n = len(values)
-    se = (values.std() / math.sqrt(n)).item() if n > 1 else None
-    return values.mean().item(), se
-
-
 def manifold_latents(grid_size):
     """The z grid of `visualize_manifold`: [grid_size**2, 2], row-major over the image grid.
 

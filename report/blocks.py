@@ -2,8 +2,8 @@
 of report.md (the text outside the markers is the author's and stays as it is)."""
 import io
 
-from atomic_io import write_bytes
-from cli_common import UserError
+from dgmkit.errors import UserError
+from dgmkit.runs.atomic_io import write_bytes
 
 
 def save_figure(fig, path):

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 try:  # part1/'s modules: importable once it is installed (requirements.txt: -e ./part1; pytest: pythonpath)
-    import entry
+    from dgmkit.cli import startup as entry
 except ModuleNotFoundError:
     raise SystemExit("make_figures.py: error: part1/'s modules are not importable; install them with "
                      "`pip install -e ./part1` in the repository root (`make` does), then retry") from None
@@ -29,13 +29,15 @@ import compare  # noqa: E402
 import models_2019  # noqa: E402
 import plots  # noqa: E402
 import study  # noqa: E402
-from atomic_io import check_writable, write_bytes, write_text  # noqa: E402
 from blocks import replace_block, save_figure  # noqa: E402
-from cli_common import ArgumentParser, UserError, resolve_path, run_cli  # noqa: E402
-from config import REPO_ROOT, defaults, find_data_dir  # noqa: E402
-from dataset import DATASETS, DataError, check_idx, quantize  # noqa: E402
-from run_folder import PICTURES, RunDir  # noqa: E402
-from runs import load_finished_run  # noqa: E402
+from dgmkit.cli.args import ArgumentParser, resolve_path  # noqa: E402
+from dgmkit.cli.runner import run_cli
+from dgmkit.data.datasets import DATASETS, DataError, check_idx, quantize  # noqa: E402
+from dgmkit.errors import UserError
+from dgmkit.runs.atomic_io import check_writable, write_bytes, write_text  # noqa: E402
+from dgmkit.runs.finished import load_finished_run  # noqa: E402
+from dgmkit.runs.folder import PICTURES, RunDir  # noqa: E402
+from dgmkit.vae.config import REPO_ROOT, defaults, find_data_dir  # noqa: E402
 
 REPORT_DIR = Path(__file__).resolve().parent
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import compare
 import plots
-from atomic_io import write_text
 from blocks import replace_block, save_figure
-from cli_common import UserError
-from run_folder import RunDir
-from runs import load_run
+from dgmkit.errors import UserError
+from dgmkit.runs.atomic_io import write_text
+from dgmkit.runs.finished import load_run
+from dgmkit.runs.folder import RunDir
 
 MARKERS = ("<!-- models2019:begin -->", "<!-- models2019:end -->")
 ROLES = ("vae", "vae_z2", "gan", "realnvp")  # the runs of the section, told apart by their settings

@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imread as _imread
 
-from cli_common import UserError, first_line
+from dgmkit.errors import UserError, first_line
 
 
 def read_png(png):

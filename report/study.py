@@ -10,9 +10,9 @@ from pathlib import Path
 from statistics import mean, median, stdev
 
 import compare
-from run_folder import RunDir
-from runs import load_run
-from cli_common import UserError
+from dgmkit.errors import UserError
+from dgmkit.runs.finished import load_run
+from dgmkit.runs.folder import RunDir
 
 BASELINE = "elbo-k1_none-l0"
 NAME = re.compile(r"(?P<config>(?P<objective>\w+)-k(?P<k>\d+)_(?P<flow>\w+)-l(?P<length>\d+))_s(?P<seed>\d+)")

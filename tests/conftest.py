@@ -62,7 +62,7 @@ def generated_data(root, num_train, num_test, seed, folder="FashionMNIST"):
 
 def quantized_images(num, seed):
     """make_images as the loaders give them (4-bit levels): images long [num, 1, 28, 28], labels long [num]."""
-    from dataset import quantize
+    from dgmkit.data.datasets import quantize
     images, labels = make_images(num, seed)
     return quantize(torch.as_tensor(images)).unsqueeze(1).long(), torch.as_tensor(labels).long()
 

@@ -4,9 +4,9 @@ import math
 
 import torch
 
-import flows
 from conftest import quantized_images
-from model import VAE
+from dgmkit.vae import flows
+from dgmkit.vae.model import VAE
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 BITS = 784 * math.log(2)  # nats per image -> bits per dimension: divide by this

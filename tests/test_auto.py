@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-import hardware
-import loops
 import train_torch
-from checkpoints import load_checkpoint
 from conftest import SMALL, run_dirs
+from dgmkit.engine import epoch, hardware
+from dgmkit.runs.checkpoints import load_checkpoint
+from dgmkit.vae import bounds
+from dgmkit.vae import model as vae_model
 
 
 def test_auto_choice_is_printed_recorded_and_reused_on_resume(tiny_data, tmp_path, monkeypatch, capsys):
@@ -46,13 +47,13 @@ def test_a_compile_failure_is_one_line_and_training_goes_on(monkeypatch, capsys)
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     torch.manual_seed(0)
-    model = loops.VAE(4, 2, 1e-3)
+    model = vae_model.VAE(4, 2, 1e-3)
     imgs = torch.randint(0, 16, (3, 1, 28, 28))
-    step = loops.CompiledOrEager(lambda x: loops.objective(model, x))
+    step = epoch.CompiledOrEager(lambda x: bounds.objective(model, x))
     torch.manual_seed(1)
     terms = step(imgs)
     torch.manual_seed(1)
-    eager = loops.objective(model, imgs)
+    eager = bounds.objective(model, imgs)
     assert torch.equal(terms["loss"], eager["loss"])  # the retry drew the same noise as an eager call
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "torch.compile failed (InductorError: no working C++ compiler)" in err[0]

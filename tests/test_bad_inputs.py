@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import train_torch
-from checkpoints import load_checkpoint
 from cli_contract import Case, argparse_cases, context, fail_writes, offline, params, run_case
 from conftest import PART1, REPO_ROOT, SMALL, make_images, only_run_dir, wait_for, write_idx
-from fmnist import RAW_FILES
+from dgmkit.data.datasets import RAW_FILES
+from dgmkit.runs.checkpoints import load_checkpoint
 
 # For the signal cases (on the 300-image tiny_data): 17 steps per epoch, so that a signal sent within
 # milliseconds of a file appearing lands in the same epoch, and enough epochs that the run is still going.

@@ -17,17 +17,17 @@ import torch
 
 import benchmark
 import evaluate
-from run_folder import RunDir
+import make_figures  # noqa: E402
 import sweep
 import train_torch
-from atomic_io import atomic_write, remove_stale_tmp, write_text
-from checkpoints import load_checkpoint
-from cli_common import Terminated, UserError
 from cli_contract import Case, edit_checkpoint, params, run_case
 from conftest import PART1, REPO_ROOT, SMALL, generated_data, make_images, write_idx
-from fmnist import fmnist, quantize
-
-import make_figures  # noqa: E402
+from dgmkit.data.datasets import quantize
+from dgmkit.errors import Terminated, UserError
+from dgmkit.runs.atomic_io import atomic_write, remove_stale_tmp, write_text
+from dgmkit.runs.checkpoints import load_checkpoint
+from dgmkit.runs.folder import RunDir
+from fmnist import fmnist
 
 
 @pytest.fixture

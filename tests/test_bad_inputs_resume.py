@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import train_torch
-from checkpoints import load_checkpoint
 from cli_contract import Case, edit_checkpoint, fail_writes, params, run_case
 from conftest import RunsCode
+from dgmkit.runs.checkpoints import load_checkpoint
 
 NOT_OURS = "{run}/checkpoints/last.pt is not a checkpoint of train_torch.py or is corrupt"
 

@@ -14,9 +14,10 @@ import benchmark
 import evaluate
 import make_figures
 import sweep
-from cli_common import Terminated, run_cli
 from cli_contract import Case, argparse_cases, context, fail_writes, params, run_case
 from conftest import RunsCode
+from dgmkit.cli.runner import run_cli
+from dgmkit.errors import Terminated
 
 REPORT_TEXT = "# Report\n\n<!-- results:begin -->\nold table\n<!-- results:end -->\n\nText after.\n"
 

@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import PART1, REPO_ROOT, history_without_time, only_run_dir, run_script
-from tensorboard_log import VAE_BOARD
+from dgmkit.vae.family import VAE_BOARD
 
 
 def read_history(run_dir):

@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
-import flows
-from loops import autocast
-from model import elbo_per_image, iw_log_likelihood, log_weights, objective
-from utils import elbo_to_bpd, mean_and_se, sample_reparameterize
+from dgmkit.engine.epoch import autocast
+from dgmkit.stats import mean_and_se
+from dgmkit.vae import flows
+from dgmkit.vae.bounds import elbo_per_image, iw_log_likelihood, log_weights, objective
 from hand_maths import BITS, hand_single_sample, hand_weights, images, kl_closed, make_model
+from utils import elbo_to_bpd, sample_reparameterize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

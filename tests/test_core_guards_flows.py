@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-import flows
-from estimates import summarize
+from dgmkit.vae import flows
+from dgmkit.vae.estimates import summarize
 from hand_maths import BITS
 
 pytestmark = pytest.mark.usefixtures("one_thread")

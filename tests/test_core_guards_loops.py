@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
-from loops import NonFiniteLossError, test_vae as evaluate_split, train_vae
-from model import objective
-from hand_maths import (BITS, images, make_model, hand_weights)
+from dgmkit.errors import NonFiniteLossError
+from dgmkit.vae.bounds import objective
+from dgmkit.vae.training import test_vae as evaluate_split
+from dgmkit.vae.training import train_vae
+from hand_maths import BITS, hand_weights, images, make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from conftest import make_images, write_idx
-from fmnist import RAW_FILES, DataError, DeviceBatches, EpochBatches, QuantizedImages, fmnist, quantize, train_val_split
+from dgmkit.data.datasets import (RAW_FILES, DataError, DeviceBatches, EpochBatches, QuantizedImages, quantize,
+                                  train_val_split)
+from fmnist import fmnist
 
 
 def test_quantize_all_256_values():

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 
 import evaluate
 import train_torch
-from checkpoints import load_checkpoint
 from cli_contract import Case, context, run_case
 from conftest import SMALL, generated_data, history_without_time, only_run_dir
-from dataset import DATASETS, load_data, quantize
-from model import VAE
+from dgmkit.data.datasets import DATASETS, load_data, quantize
+from dgmkit.runs.checkpoints import load_checkpoint
+from dgmkit.vae.model import VAE
 from utils import log_px_given_z
 
 pytestmark = pytest.mark.usefixtures("one_thread")

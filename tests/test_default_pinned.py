@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import generated_data, only_run_dir  # noqa: E402
-
 import train_torch  # noqa: E402  (part1 is on the path once conftest is imported)
+from conftest import generated_data, only_run_dir  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_default.json"
 FLAGS = ["--epochs", "2", "--batch_size", "64", "--sample_epochs", "--final_iw_samples", "4", "--device", "cpu",

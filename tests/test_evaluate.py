@@ -19,10 +19,12 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import quantized_images, run_script
-from estimates import evaluate_loader, summarize
+from dgmkit.data.datasets import CLASSES
+from dgmkit.vae.bounds import elbo_per_image, iw_log_likelihood
+from dgmkit.vae.estimates import evaluate_loader, summarize
+from dgmkit.vae.model import VAE
 from evaluate import main, parse_args
-from fmnist import CLASSES, fmnist
-from model import VAE, elbo_per_image, iw_log_likelihood
+from fmnist import fmnist
 from utils import log_normal_from_eps, log_px_given_z, log_standard_normal
 
 GRID = 4001  # quadrature points on [-8, 8]

@@ -10,15 +10,14 @@ import sys
 import pytest
 import torch
 
-import hardware
 import train_torch
-from checkpoints import load_checkpoint
-from conftest import (PART1, REPO_ROOT, SMALL, history_without_time, only_run_dir, quantized_images, run_script,
-                      wait_for)
+from conftest import PART1, REPO_ROOT, SMALL, history_without_time, only_run_dir, quantized_images, run_script, wait_for
+from dgmkit.engine import hardware
+from dgmkit.runs.checkpoints import load_checkpoint
+from dgmkit.vae.bounds import iw_log_likelihood, log_weights, objective
+from dgmkit.vae.model import VAE
 from evaluate import load_model
-from model import VAE, iw_log_likelihood, log_weights, objective
 from utils import KLD, log_px_given_z
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from flows import FLOWS, flow, param_count, planar, radial
+from dgmkit.vae.flows import FLOWS, flow, param_count, planar, radial
 
 DT = torch.float64
 

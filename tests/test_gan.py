@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gan import (GAN, build, discriminator_loss, discriminator_step, generator_loss, generator_step, to_levels,
-                 to_unit, train_epoch)
+from dgmkit.gan.model import (GAN, build, discriminator_loss, discriminator_step, generator_loss, generator_step,
+                              to_levels, to_unit, train_epoch)
 
 LR = 2e-4
 

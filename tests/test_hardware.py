@@ -11,7 +11,7 @@ import types
 import pytest
 import torch
 
-import hardware
+from dgmkit.engine import hardware
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 CPU_STEPS, CUDA_STEPS = hardware.COMPILE_MIN_STEPS["cpu"], hardware.COMPILE_MIN_STEPS["cuda"]

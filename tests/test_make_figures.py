@@ -9,7 +9,7 @@ import torchvision
 from matplotlib.image import imread
 
 import make_figures
-from config import parse_train_args as train_parse_args
+from dgmkit.vae.config import parse_train_args as train_parse_args
 
 REPORT_TEXT = """# Report
 

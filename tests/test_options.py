@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-import hardware
 from conftest import PART1, SMALL, run_script
+from dgmkit.engine import hardware
 from train_torch import main, parse_args
 
 

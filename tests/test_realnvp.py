@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from realnvp import ALPHA, ChannelCoupling, CheckerboardCoupling, LogitPreprocess, RealNVP, Squeeze, dequantized_nll
+from dgmkit.realnvp.model import (ALPHA, ChannelCoupling, CheckerboardCoupling, LogitPreprocess, RealNVP, Squeeze,
+                                  dequantized_nll)
 
 DT = torch.float64
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

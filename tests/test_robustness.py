@@ -13,11 +13,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import session
 import train_torch
-from checkpoints import CheckpointError, load_checkpoint
 from conftest import PART1, REPO_ROOT, SMALL, RunsCode, generated_data, history_without_time, run_dirs, wait_for
-from loops import NonFiniteLossError
+from dgmkit.engine import session
+from dgmkit.errors import NonFiniteLossError
+from dgmkit.runs.checkpoints import CheckpointError, load_checkpoint
 from train_torch import main, parse_args
 
 # Long enough epochs (about a second) that a signal lands inside one.

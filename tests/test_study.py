@@ -8,11 +8,10 @@ from statistics import mean
 import pytest
 from matplotlib.image import imread
 
-from conftest import REPO_ROOT
-
 import compare  # noqa: E402
 import make_figures  # noqa: E402
 import study  # noqa: E402
+from conftest import REPO_ROOT
 
 # Two-sided 95% Student-t quantiles in closed form: 1 degree of freedom (Cauchy) tan(pi (p - 1/2)); 2 degrees
 # 0.95 * sqrt(2 / (4 p (1 - p))), with p = 0.975.

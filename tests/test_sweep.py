@@ -12,9 +12,8 @@ from argparse import Namespace
 import pytest
 
 from conftest import PART1, REPO_ROOT, error_line, generated_data, history_without_time, run_script
-from run_folder import RunDir
-
-from config import parse_train_args
+from dgmkit.runs.folder import RunDir
+from dgmkit.vae.config import parse_train_args
 from sweep import cli, grid_points, main, parse_args, point_name, resume_flags
 
 # 3 epochs of 17 batches: the kill test stops the second run inside its second or third epoch.

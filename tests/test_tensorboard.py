@@ -11,7 +11,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import train_torch
 from conftest import SMALL, generated_data, only_run_dir
-from tensorboard_log import HPARAM_METRICS, HPARAMS
+from dgmkit.vae.family import HPARAM_METRICS, HPARAMS
 
 EPOCH_TAGS = {"bpd/train", "bpd/val", "objective/bpd_train", "elbo_terms/rec_nats_train", "elbo_terms/rec_nats_val",
               "elbo_terms/kl_nats_train", "elbo_terms/kl_nats_val"}

@@ -9,7 +9,6 @@ from scipy.stats import norm
 
 from utils import KLD, elbo_to_bpd, manifold_latents, sample_reparameterize, visualize_manifold
 
-
 # ---- KLD ---------------------------------------------------------------------------------------
 
 def test_kld_hand_values():

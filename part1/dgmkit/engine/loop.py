@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
 from tqdm import tqdm
 
-import hardware
-import tensorboard_log
-from cli_common import Interrupted, NonFiniteLossError, Terminated, signal_name_and_status
-from session import resume_hint, start_run
+from dgmkit.contexts import forked_rng
+from dgmkit.engine import hardware
+from dgmkit.engine.board import Board
+from dgmkit.engine.session import resume_hint, start_run
+from dgmkit.errors import Interrupted, NonFiniteLossError, Terminated, signal_name_and_status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Family:
     test: Callable
     shown: tuple
     summary: Callable
-    board: tensorboard_log.Board = tensorboard_log.VAE_BOARD
+    board: Board
 
 
 def fit(args, family):
@@ -120,7 +120,7 @@ def fit(args, family):
 def save_samples(family, model, config, epoch, writer, run_dir):
     """The family's sample grid as samples_epoch_XXX.png and in TensorBoard, drawn on a fork of the RNG state
     (the run's random stream, and so its numbers, do not depend on when grids are drawn)."""
-    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+    with forked_rng(model.device):
         grid = family.sample_grid(model, config)  # [3, H, W] in [0, 1]
     run_dir.save_samples(epoch, grid)
     writer.add_image("samples", grid, global_step=epoch)

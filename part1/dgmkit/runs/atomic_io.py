@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torchvision
 
-from cli_common import UserError, first_line
+from dgmkit.errors import UserError, first_line
 
 TMP_SUFFIX = ".tmp"
 

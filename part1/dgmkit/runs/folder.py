@@ -25,10 +25,10 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 
-from atomic_io import check_destination, remove_stale_tmp, write_json, write_png, write_text
-from checkpoints import load_checkpoint, save_checkpoint
-from cli_common import UserError, first_line
-from run_schema import HISTORY_FIELDS, check_fields
+from dgmkit.errors import UserError, first_line
+from dgmkit.runs.atomic_io import check_destination, remove_stale_tmp, write_json, write_png, write_text
+from dgmkit.runs.checkpoints import load_checkpoint, save_checkpoint
+from dgmkit.runs.schema import HISTORY_FIELDS, check_fields
 
 LOCK = ".lock"
 CHECKPOINTS = ("best", "last")  # checkpoints/best.pt: the best validation bpd so far; last.pt: the newest epoch

@@ -11,10 +11,12 @@ import math
 import torch
 from tqdm import tqdm
 
-from cli_common import UserError
-from dataset import CLASSES
-from model import elbo_per_image, eval_mode, iw_log_likelihood
-from utils import elbo_to_bpd, mean_and_se
+from dgmkit.contexts import eval_mode, forked_rng
+from dgmkit.data.datasets import CLASSES
+from dgmkit.errors import UserError
+from dgmkit.stats import mean_and_se
+from dgmkit.vae.bounds import elbo_per_image, iw_log_likelihood
+from utils import elbo_to_bpd
 
 # Burda et al. 2016: unit d is active when Cov_x(E_q[z_d]) > 0.01. Measured on mu_0(x), the mean of the base
 # Gaussian q_0(z_0|x): without a flow that is E_q[z_d]; with one it is not the mean of the flow's output z_L.
@@ -40,10 +42,7 @@ def evaluate_loader(model, loader, num_samples=100, chunk_size=2048, seed=0, pro
     keys = ("nelbo", "rec", "kl", "mean", "kl_per_dim")
     parts = {key: [] for key in keys + ("iw", "labels")}
     dims = None
-    with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
-                                                 enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with eval_mode(model), forked_rng(device, seed=seed, enabled=seed is not None):
         no_bar = None if progress is None else not progress  # tqdm: None = only on a terminal
         for imgs, labels in tqdm(loader, desc=f"evaluating (K={num_samples})", disable=no_bar, leave=False):
             imgs = imgs.to(device, non_blocking=True)  # [B, 1, 28, 28]

@@ -13,10 +13,11 @@ import io
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from cli_common import UserError, int_at_least, positive_float, seed_type
-from dataset import BITS, DATASETS
+from dgmkit.cli.args import int_at_least, positive_float, run_name_type, seed_type
+from dgmkit.data.datasets import BITS, DATASETS
+from dgmkit.errors import UserError
 
-PART1_DIR = Path(__file__).resolve().parent
+PART1_DIR = Path(__file__).resolve().parents[2]  # part1/: dgmkit/engine/settings.py is two folders down
 REPO_ROOT = PART1_DIR.parent
 _UNSET = object()  # a value no flag parses to
 
@@ -226,16 +227,6 @@ def add_run_flags(parser, *, log_dir, stem, sample_epochs, dataset="fashion_mnis
     return evaluation
 
 
-def run_name_type(text):
-    """argparse type: a run folder's name, one path component (no separator, not '.', '..' or hidden), so
-    that the run is written inside --log_dir and nowhere else."""
-    if not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text or "\0" in text:
-        raise argparse.ArgumentTypeError(f"must be a plain folder name (no '/', not starting with '.'), got {text!r}")
-    if len(text.encode()) > 200:
-        raise argparse.ArgumentTypeError(f"is {len(text.encode())} bytes long; at most 200")
-    return text
-
-
 def find_data_dir(data_dir, dataset="fashion_mnist"):
     """A run's data_dir; a relative one (older runs stored it as typed) is looked up from here, the repo
     root, then part1/ (where it holds the dataset's raw/ folder)."""
@@ -246,3 +237,8 @@ def find_data_dir(data_dir, dataset="fashion_mnist"):
         if (base / data_dir / DATASETS[dataset].folder / "raw").is_dir():
             return (base / data_dir).resolve()
     return data_dir
+
+
+def fp32_only(parser, args, what):
+    if args.precision != "fp32":
+        parser.error(f"--precision {args.precision}: {what} trains in fp32 only; drop the flag")

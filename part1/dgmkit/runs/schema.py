@@ -2,7 +2,7 @@
 damaged or foreign file is one line naming the file and the field, never a KeyError or TypeError later.
 null stands for "none" (e.g. the standard error of a single image). Imports nothing of the project but cli_common.
 """
-from cli_common import UserError
+from dgmkit.errors import UserError
 
 NUMBER = (int, float)
 HISTORY_FIELDS = {"epoch": int, "seconds": NUMBER, **{f"{split}_{name}": NUMBER for split in ("train", "val")

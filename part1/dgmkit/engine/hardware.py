@@ -13,6 +13,8 @@ import tempfile
 
 import torch
 
+from dgmkit.errors import UserError
+
 # Training steps from which "auto" compiles. CPU, measured on a 2-core AMD EPYC (AVX2 only), torch 2.15, 2 threads,
 # a stand-in VAE step (5-conv encoder, 3 transposed-conv decoder, batch 128, Adam): compiling costs 23-25 s on the
 # first batch plus 15-16 s to recompile for an epoch's smaller last batch, ~39 s cold (3.4 s with a warm inductor
@@ -219,3 +221,12 @@ def summary_line(choice: dict) -> str:
     parts = [("precision", choice["precision"]), ("compile", "on" if choice["compile"] else "off"),
              ("channels_last", "on" if choice["channels_last"] else "off")]
     return " | ".join(f"{name} {value}" + (f" ({why[name]})" if why.get(name) else "") for name, value in parts)
+
+
+def resolve_device(name):
+    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but PyTorch sees no CUDA device; use --device cpu (or auto)")
+    return torch.device(name)

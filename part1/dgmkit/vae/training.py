@@ -1,50 +1,22 @@
-"""The training and evaluation loops, sample grids, and building a model for training (no file I/O).
+"""The VAE's training and evaluation loops (train_vae on engine/epoch.py's train_epoch, test_vae), its sample grid,
+and building it for training: the memory check, Adam, the compiled loss (no file I/O).
 
 Each loop returns a dict of named statistics (averages over the images seen); its keys flow unchanged
 into history.jsonl, TensorBoard and metrics.json: "bpd" (negative ELBO, bits per dimension),
 "rec_nats" and "kl_nats" (nats per image), and, in training, "objective_bpd" (the loss minimised).
 """
 import os
-import sys
 
 import torch
 import torchvision
 
-from cli_common import NonFiniteLossError, UserError, first_line  # noqa: F401  (loops.NonFiniteLossError)
-from model import VAE, eval_mode, objective
+from dgmkit.contexts import eval_mode
+from dgmkit.engine.epoch import CompiledOrEager, train_epoch
+from dgmkit.errors import UserError
+from dgmkit.vae.bounds import objective
+from dgmkit.vae.model import VAE
 
 STATS = ("bpd", "rec_nats", "kl_nats")
-
-
-def autocast(device, precision):
-    """The autocast context of a precision: bf16 autocast on CPU or CUDA, or a no-op for fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-class CompiledOrEager:
-    """fn compiled with torch.compile; if compiling fails, one line on stderr and fn runs eagerly from then on.
-
-    A failure on the first call restores the CPU random state, so the eager retry draws the same noise.
-    """
-
-    def __init__(self, fn, mode=None):
-        self.fn, self.compiled, self.calls = fn, torch.compile(fn, mode=mode), 0
-
-    def __call__(self, *args):
-        if self.compiled is None:
-            return self.fn(*args)
-        state = torch.get_rng_state() if self.calls == 0 else None
-        try:
-            result = self.compiled(*args)
-        except (RuntimeError, OSError, ImportError, AssertionError, TypeError, ValueError) as error:
-            print(f"warning: torch.compile failed ({first_line(error)[:160]}); continuing without compilation",
-                  file=sys.stderr)
-            self.compiled = None
-            if state is not None:
-                torch.set_rng_state(state)
-            return self.fn(*args)
-        self.calls += 1
-        return result
 
 
 def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None, check_every_step=None,
@@ -67,47 +39,6 @@ def train_vae(model, loader, optimizer, precision="fp32", grad_clip=None, check_
     # The loss in bpd: nats / (784 ln 2), as the assignment minimises.
     return train_epoch(model, loader, optimizer, loss_fn, ("objective_bpd",) + STATS, precision, grad_clip,
                        check_every_step)
-
-
-def train_epoch(model, loader, optimizer, loss_fn, names, precision="fp32", grad_clip=None, check_every_step=None):
-    """One epoch of any model trained by one optimizer on a loss: the loop of train_vae and of RealNVP.
-
-    Args:
-        loss_fn: imgs [B, 1, 28, 28] -> dict of scalar tensors holding `names`; names[0] is backpropagated.
-        precision, grad_clip, check_every_step: as train_vae's.
-    Returns:
-        dict of floats: the `names`, averages over the images seen (batch-size-weighted, summed on the device).
-    Raises:
-        NonFiniteLossError: at the first batch whose statistics are NaN or Inf (checked every step on the CPU;
-        at the end of the epoch on a GPU, where a per-step check would force a host sync, with the same
-        step number reported either way).
-    """
-    model.train()
-    totals = torch.zeros(len(names), device=model.device)  # batch-size-weighted sums
-    first_bad_step = torch.full((), -1, device=model.device)  # first step with a NaN/Inf loss; -1: none
-    if check_every_step is None:
-        check_every_step = model.device.type == "cpu"
-    num_images = 0
-    for step, (imgs, _) in enumerate(loader):
-        imgs = imgs.to(model.device, non_blocking=True)  # [B, 1, 28, 28]
-        with autocast(model.device, precision):
-            terms = loss_fn(imgs)
-        batch_stats = torch.stack([terms[name] for name in names]).detach()  # [len(names)]
-        first_bad_step = torch.where((first_bad_step < 0) & ~batch_stats.isfinite().all(), step, first_bad_step)
-        if check_every_step and first_bad_step >= 0:
-            raise NonFiniteLossError("training", step + 1)
-
-        optimizer.zero_grad(set_to_none=True)
-        terms[names[0]].backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        # Accumulate on the device: no .item() per step, so no host sync.
-        totals += batch_stats * imgs.shape[0]
-        num_images += imgs.shape[0]
-    if first_bad_step >= 0:
-        raise NonFiniteLossError("training", int(first_bad_step) + 1)
-    return dict(zip(names, (totals / num_images).tolist()))
 
 
 @torch.inference_mode()

@@ -3,9 +3,9 @@ against run_schema, so that a damaged or unfinished run is one line naming the f
 """
 from pathlib import Path
 
-from cli_common import UserError
-from run_folder import RunDir
-from run_schema import EVAL_FIELDS, METRICS_FIELDS, NUMBER, check_fields
+from dgmkit.errors import UserError
+from dgmkit.runs.folder import RunDir
+from dgmkit.runs.schema import EVAL_FIELDS, METRICS_FIELDS, NUMBER, check_fields
 
 
 def load_run(run_dir):

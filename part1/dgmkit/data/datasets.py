@@ -15,7 +15,8 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler, random_split
 
-from cli_common import UserError, first_line, resolve_path
+from dgmkit.cli.args import resolve_path
+from dgmkit.errors import UserError, first_line
 
 RAW_FILES = (
     "train-images-idx3-ubyte",

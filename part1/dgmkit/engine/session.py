@@ -13,12 +13,14 @@ from typing import Optional
 import numpy as np
 import torch
 
-import hardware
-from checkpoints import check_model_fits, checkpoint_state, load_checkpoint, restore_training_state
-from cli_common import UserError, resolve_device, resolve_path
-from dataset import load_data
-from run_config import RunConfig, find_data_dir
-from run_folder import RunDir
+from dgmkit.cli.args import resolve_path
+from dgmkit.data.datasets import load_data
+from dgmkit.engine import hardware
+from dgmkit.engine.hardware import resolve_device
+from dgmkit.engine.settings import RunConfig, find_data_dir
+from dgmkit.errors import UserError
+from dgmkit.runs.checkpoints import check_model_fits, checkpoint_state, load_checkpoint, restore_training_state
+from dgmkit.runs.folder import RunDir
 
 # Flags a resumed run may change; every other setting comes from the run being resumed.
 RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "eval_batch_size", "final_iw_samples", "progress_bar",

@@ -14,11 +14,6 @@ import dataclasses
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-# The VAE's settings and metrics.json figures that the HParams tab shows; a sweep's runs are compared there.
-HPARAMS = ("dataset", "bits", "objective", "train_samples", "flow", "flow_length", "z_dim", "num_filters", "lr",
-           "batch_size", "epochs", "seed")
-HPARAM_METRICS = ("test_bpd", "test_iw_bpd", "best_val_bpd", "test_kl_nats", "test_active_units", "seconds_per_epoch")
-
 
 def final_tag(name):
     """The tag of a metrics.json figure: final/<its key>."""
@@ -79,15 +74,3 @@ class Board:
         for summary in hparams_summaries(hparams, shown):  # experiment, session start, session end
             writer.file_writer.add_summary(summary, step)
         writer.flush()
-
-
-VAE_BOARD = Board("elbo_terms", {
-    "bits per dimension (negative ELBO; lower is better)": {
-        "train and validation bpd": lines("bpd/train", "bpd/val"),
-        "training objective and ELBO (bpd; equal for the ELBO with K = 1)": lines("objective/bpd_train", "bpd/train"),
-    },
-    "ELBO terms (nats per image)": {
-        "reconstruction -log p(x|z)": lines("elbo_terms/rec_nats_train", "elbo_terms/rec_nats_val"),
-        "KL(q(z|x) || p(z))": lines("elbo_terms/kl_nats_train", "elbo_terms/kl_nats_val"),
-    },
-}, HPARAMS, HPARAM_METRICS)

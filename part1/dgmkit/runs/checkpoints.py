@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atomic_io import atomic_write
-from cli_common import UserError, first_line
+from dgmkit.errors import UserError, first_line
+from dgmkit.runs.atomic_io import atomic_write
 
 
 class CheckpointError(UserError):

@@ -5,10 +5,10 @@ rebuilt from args.json). The flags every family shares, and what they mean, are 
 import dataclasses
 from typing import ClassVar
 
-from cli_common import ArgumentParser, int_at_least
-from model import FLOW_KINDS, OBJECTIVES
-from run_config import (PART1_DIR, REPO_ROOT, RunConfig, add_optimization_flags, add_run_flags, find_data_dir,
-                        run_name_type)
+from dgmkit.cli.args import ArgumentParser, int_at_least, run_name_type
+from dgmkit.engine.settings import PART1_DIR, REPO_ROOT, RunConfig, add_optimization_flags, add_run_flags, find_data_dir
+from dgmkit.vae.bounds import OBJECTIVES
+from dgmkit.vae.model import FLOW_KINDS
 
 TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
 DESCRIPTION = ("Train a VAE on MNIST or FashionMNIST quantized to B bits (default: the assignment's 4-bit "
