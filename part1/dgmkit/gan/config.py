@@ -1,40 +1,33 @@
 """The GAN's settings (train_gan.py): a RunConfig (engine/settings.py: the flags every family shares, with the
-VAE's names and meanings) plus the GAN's own flags. Defaults: the 2019 setting, 8-bit MNIST, in fp32 (the losses are
-not checked in bf16 here: --precision bf16 or auto is refused in one line).
+VAE's names and meanings) plus the GAN's own flags, each declared with its field. Defaults: the 2019 setting, 8-bit
+MNIST, in fp32 (the losses are not checked in bf16 here: --precision bf16 or auto is refused in one line).
 """
 import dataclasses
 from typing import ClassVar
 
-from dgmkit.cli.args import ArgumentParser, int_at_least, positive_float
-from dgmkit.engine.settings import PART1_DIR, RunConfig, add_optimization_flags, add_run_flags, fp32_only
+from dgmkit.cli.args import int_at_least, positive_float
+from dgmkit.engine.settings import PART1_DIR, RunConfig, flag, fp32_only
 
 GAN_SCRIPT = PART1_DIR / "train_gan.py"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GANConfig(RunConfig):
-    """The GAN's settings: RunConfig's and these, one field per flag of its parser."""
+    """The GAN's settings: RunConfig's and these, each declared with its flag."""
     SCRIPT: ClassVar = GAN_SCRIPT
+    DESCRIPTION: ClassVar = (
+        "Train the 2019 assignment's GAN (Goodfellow et al. 2014; MLP generator and discriminator, the "
+        "non-saturating generator loss) on MNIST or FashionMNIST (default: 8-bit MNIST, scaled to [-1, 1]).")
     REQUIRED: ClassVar = ("latent_dim",)
     SHAPE_KEYS: ClassVar = ("latent_dim",)
+    DEFAULTS: ClassVar = {"lr": 2e-4, "batch_size": 64, "epochs": 200, "dataset": "mnist", "bits": 8,
+                          "precision": "fp32", "compile": "off", "log_dir": PART1_DIR / "GAN_logs",
+                          "sample_epochs": (0, 100, 200)}
+    HELP: ClassVar = {"stem": "gan", "bits_tail": "; the networks see level / (L-1) * 2 - 1"}
     # model
-    latent_dim: int
+    latent_dim: int = flag("model", "dimensionality of z ~ N(0, I)", 100, type=int_at_least(1))
     # optimization
-    beta1: float
-
-    @classmethod
-    def build_parser(cls, prog=None):
-        parser = ArgumentParser(prog=prog or GAN_SCRIPT.name, description=(
-            "Train the 2019 assignment's GAN (Goodfellow et al. 2014; MLP generator and discriminator, the "
-            "non-saturating generator loss) on MNIST or FashionMNIST (default: 8-bit MNIST, scaled to [-1, 1])."))
-        model = parser.add_argument_group("model")
-        model.add_argument("--latent_dim", type=int_at_least(1), default=100, help="dimensionality of z ~ N(0, I)")
-        optim = parser.add_argument_group("optimization")
-        optim.add_argument("--beta1", type=positive_float, default=0.5, help="Adam's beta1 for both players")
-        add_optimization_flags(optim, lr=2e-4, batch_size=64, epochs=200)
-        add_run_flags(parser, log_dir=PART1_DIR / "GAN_logs", stem="gan", sample_epochs=(0, 100, 200), dataset="mnist",
-                      bits=8, precision="fp32", compile="off", help_tail="; the networks see level / (L-1) * 2 - 1")
-        return parser
+    beta1: float = flag("optimization", "Adam's beta1 for both players", 0.5, type=positive_float)
 
     @classmethod
     def validate(cls, parser, args):
