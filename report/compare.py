@@ -15,6 +15,8 @@ from statistics import mean, stdev
 
 from scipy.stats import t as student_t
 
+from formats import percent
+
 CONFIDENCE = 0.95
 
 
@@ -69,7 +71,7 @@ def plot_differences(comparisons, fig, xlabel):
         if result["interval"] is not None:
             low, high = result["interval"]
             ax.plot([low, high], [row + 0.18] * 2, color="C0", linewidth=2.5, zorder=3,
-                    label=f"{CONFIDENCE:.0%} t-interval" if row == 0 else None)
+                    label=f"{percent(CONFIDENCE)} t-interval" if row == 0 else None)
         ax.scatter([result["mean"]], [row + 0.18], marker="D", s=36, color="C3", zorder=4,
                    label="mean over seeds" if row == 0 else None)
     ax.axvline(0, color="k", linewidth=0.8)

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread as _imread
 
 from dgmkit.errors import UserError, first_line
+from formats import count, fixed, percent, plural
 
 
 def read_png(png):
@@ -40,7 +41,7 @@ def plot_bpd_curves(run, data="", quantity="Negative ELBO", ylabel="negative ELB
     m = run["metrics"]
     if m.get("test_bpd") is not None and m.get("best_epoch") is not None:
         ax.plot([m["best_epoch"]], [m["test_bpd"]], "k*", markersize=12,
-                label=f"test, best-by-validation model (epoch {m['best_epoch']}): {m['test_bpd']:.4f}")
+                label=f"test, best-by-validation model (epoch {m['best_epoch']}): {fixed(m['test_bpd'])}")
     z_dim = run["args"].get("z_dim")
     ax.set_title(f"{quantity} during training{f' (z_dim {z_dim})' if z_dim is not None else ''}"
                  + (f"\n{data}" if data else ""), fontsize=10)
@@ -54,7 +55,7 @@ def plot_bpd_curves(run, data="", quantity="Negative ELBO", ylabel="negative ELB
 def sample_title(epoch):
     if epoch == 0:
         return "before training (epoch 0)"
-    return f"after {epoch} epoch{'s' if epoch != 1 else ''}"
+    return f"after {plural(epoch, 'epoch')}"
 
 
 def plot_samples(run, data="", about=None):
@@ -101,11 +102,13 @@ def brightness_text(run, real=None):
     parts = []
     for epoch, png in run["samples"].items():
         if (tiles := grid_levels(png)) is not None:
-            parts.append("{}: {:.0%} / {:.0%}".format(sample_title(epoch).split(" (")[0], *bright_shares(tiles)))
+            frame, interior = bright_shares(tiles)
+            parts.append(f"{sample_title(epoch).split(' (')[0]}: {percent(frame)} / {percent(interior)}")
     if not parts:
         return None
     if real is not None and len(real):
-        parts.append("the {:,} real test images: {:.0%} / {:.0%}".format(len(real), *bright_shares(real)))
+        frame, interior = bright_shares(real)
+        parts.append(f"the {count(len(real))} real test images: {percent(frame)} / {percent(interior)}")
     return (f"Sample grids of `{run['name']}`: the share of pixels at level {BRIGHT} or above (of 0-15) in each "
             f"28x28 image's outer {FRAME}-pixel frame (mostly background in real images) / in its "
             f"{28 - 2 * FRAME}x{28 - 2 * FRAME} interior: " + "; ".join(parts) + ".")
@@ -124,7 +127,7 @@ def plot_manifold(png, data=""):
         grid = int(grid)
         values = [NormalDist().inv_cdf((i + 0.5) / grid) for i in range(grid)]
         positions = [2 + 30 * i + 13.5 for i in range(grid)]  # cell centres
-        labels = [f"{v:.2f}" for v in values]
+        labels = [fixed(v, 2) for v in values]
         size = 7 if grid > 10 else 9
         ax.set_xticks(positions, labels, rotation=90, fontsize=size)
         ax.set_yticks(positions, labels, fontsize=size)

@@ -1,7 +1,9 @@
 """The study: one row per configuration of a sweep folder (runs named <config>_s<seed> by part1/sweep.py),
 mean ± sd over seeds, and the differences between configurations over training seeds (report/compare.py):
 per-seed differences, their mean, seed-level SE and 95% t-interval as the headline, the Monte Carlo SE over
-test images (from eval_test.json's per_image_iw_bpd) as a second figure.
+test images (from eval_test.json's per_image_iw_bpd) as a second figure. The report's section 2.11
+(`make_figures.py --study SWEEP_DIR`): figures/study_val_bpd.png, figures/study_differences.png, figures/study.md
+and the block between the report's study markers.
 """
 import math
 import re
@@ -10,10 +12,15 @@ from pathlib import Path
 from statistics import mean, median, stdev
 
 import compare
+import plots
+from blocks import generated_comment, replace_block, save_figure, write_section
 from dgmkit.errors import UserError
 from dgmkit.runs.finished import load_run
 from dgmkit.runs.folder import RunDir
+from formats import DASH, fixed, fixed_pm, interval, plural, table
+from run_data import describe_run_data
 
+MARKERS = ("<!-- study:begin -->", "<!-- study:end -->")
 BASELINE = "elbo-k1_none-l0"
 NAME = re.compile(r"(?P<config>(?P<objective>\w+)-k(?P<k>\d+)_(?P<flow>\w+)-l(?P<length>\d+))_s(?P<seed>\d+)")
 COLUMNS = (("test ELBO bpd", "test_bpd"), ("test IW bpd", "test_iw_bpd"), ("gap (bpd)", "gap"),
@@ -108,15 +115,14 @@ def machines_text(configs):
     """Where and how the runs ran: each run's metrics.json `machine` (runs made before that field say so) and
     the precision it trained in (args.json: explicit, or what auto chose), so a mix cannot go unnoticed."""
     counts = Counter(
-        (f"{m['device_name']}, {m['cpus']} CPUs usable, {m['threads']} torch thread{'s' if m['threads'] != 1 else ''}, "
+        (f"{m['device_name']}, {m['cpus']} CPUs usable, {plural(m['threads'], 'torch thread')}, "
          f"torch {m['torch']}") if (m := run["metrics"].get("machine")) else None
         for runs in configs.values() for run in runs.values())
-    parts = [f"{key}: {n} run{'s' if n != 1 else ''}" for key, n in counts.items() if key is not None]
+    parts = [f"{key}: {plural(n, 'run')}" for key, n in counts.items() if key is not None]
     if counts[None]:
-        parts.append(f"not recorded: {counts[None]} run{'s' if counts[None] != 1 else ''} "
-                     "(made before runs recorded their machine)")
+        parts.append(f"not recorded: {plural(counts[None], 'run')} (made before runs recorded their machine)")
     precisions = Counter(precision_of(run["args"]) for runs in configs.values() for run in runs.values())
-    return "; ".join(parts) + ". Precision: " + ", ".join(f"{p}: {n} run{'s' if n != 1 else ''}"
+    return "; ".join(parts) + ". Precision: " + ", ".join(f"{p}: {plural(n, 'run')}"
                                                            for p, n in sorted(precisions.items()))
 
 
@@ -127,44 +133,20 @@ def precision_of(args):
     return (args.get("auto_choices") or {}).get("precision", "?")
 
 
-def fmt_pm(pair, decimals):
-    value, sd = pair
-    if value is None:
-        return "–"
-    return f"{value:.{decimals}f}" + ("" if sd is None else f" ± {sd:.{decimals}f}")
-
-
-def fmt_interval(result, decimals, bold=True):
-    """'-0.0352 [-0.0623, -0.0081]', in bold when the interval excludes 0; '–' without a difference."""
-    if result is None or result["mean"] is None:
-        return "–"
-    text = f"{result['mean']:+.{decimals}f}"
-    if result["interval"] is None:
-        return text + " (one seed)"
-    low, high = result["interval"]
-    text += f" [{low:+.{decimals}f}, {high:+.{decimals}f}]"
-    return f"**{text}**" if bold and result["verdict"] != "no detectable difference" else text
-
-
-def fmt_se(value, decimals=4):
-    return "–" if value is None else f"{value:.{decimals}f}"
-
-
 def study_markdown(rows, iw_samples, pairs=()):
     """The study table, the table of differences between configurations, and their notes (Markdown)."""
     base = describe(BASELINE)
     header = ["configuration", "seeds"] + [name for name, _ in COLUMNS] + [
         f"Δ test IW bpd vs {base} [95% t-interval]", "seed SE", "image SE", "verdict"]
     decimals = {"test_kl_nats": 2, "test_active_units": 1, "median_epoch_seconds": 2}
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    cells = []
     for row in rows:
         delta = row["delta"]
-        cells = [describe(row["config"]), ", ".join(map(str, row["seeds"]))]
-        cells += [fmt_pm(row[key], decimals.get(key, 4)) for _, key in COLUMNS]
-        cells += ["–"] * 4 if delta is None else [
-            fmt_interval(delta, 4), fmt_se(delta["seed_se"]), fmt_se(delta["image_se"]), verdict_text(delta)]
-        lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + (
+        cells.append([describe(row["config"]), ", ".join(map(str, row["seeds"]))]
+                     + [fixed_pm(*row[key], decimals.get(key, 4)) for _, key in COLUMNS]
+                     + ([DASH] * 4 if delta is None else [interval(delta, 4), fixed(delta["seed_se"]),
+                                                          fixed(delta["image_se"]), verdict_text(delta)]))
+    text = table(header, cells) + (
         f"\n\nMean ± sd: the mean and the standard deviation over the seeds of the row (each seed is one "
         f"training run). Test IW bpd: the negative importance-weighted bound with K = {iw_samples} samples; gap: "
         "test ELBO bpd minus test IW bpd, per run; KL: the test KL term in nats per image (closed form without a "
@@ -191,14 +173,12 @@ def verdict_text(result, better_is_lower=True):
 def differences_markdown(pairs):
     """Every comparison (configuration minus reference) in each quantity: mean [95% t-interval]."""
     header = ["comparison", "seeds"] + [name + " [95% t-interval]" for _, name, _ in QUANTITIES] + ["IW verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    cells = []
     for config, reference, results in pairs:
         first = results[QUANTITIES[0][0]]
-        cells = [f"{describe(config)} − {describe(reference)}", ", ".join(map(str, first["seeds"]))]
-        cells += [fmt_interval(results[key], places) for key, _, places in QUANTITIES]
-        cells.append(verdict_text(first))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + (
+        cells.append([f"{describe(config)} − {describe(reference)}", ", ".join(map(str, first["seeds"]))]
+                     + [interval(results[key], places) for key, _, places in QUANTITIES] + [verdict_text(first)])
+    return table(header, cells) + (
         "\n\nEach cell: the mean over seeds of the per-seed difference (first configuration minus second, run "
         "for run with the same seed) and its 95% t-interval from the seed-level SE; **bold** when the interval "
         "excludes 0. For bpd, negative means the first configuration is better; the verdict is for test IW bpd.")
@@ -219,3 +199,37 @@ def plot_validation(configs, fig):
     ax.grid(alpha=0.3)
     ax.legend()
     return ax
+
+
+def check(sweep_dir, report, report_path):
+    """Refuse a report without the study's markers or a sweep folder without finished runs (before anything of any
+    section is written)."""
+    replace_block(report, MARKERS, "", report_path)
+    load_study(sweep_dir)
+
+
+def make(sweep_dir, out_dir, report, report_path):
+    """The study tables (out_dir/study.md and the report's study block), out_dir/study_val_bpd.png and
+    out_dir/study_differences.png from the sweep folder; returns (new report text, written paths)."""
+    configs = load_study(sweep_dir)
+    rows = study_rows(configs)
+    first = next(iter(next(iter(configs.values())).values()))
+    iw_samples = first["metrics"].get("iw_samples")
+    data, data_name = describe_run_data(first["args"]), describe_run_data(first["args"], folder=False)
+    fig = plots.new_figure(figsize=(7.2, 4.6), dpi=150, layout="constrained")
+    plot_validation(configs, fig).set_title(f"Validation bpd per epoch (mean over seeds, band: range)\n{data_name}",
+                                            fontsize=10)
+    runs = sum(len(r) for r in configs.values())
+    pairs = comparisons(configs)
+    block = (f"{generated_comment(f'--study from {runs} runs in `{Path(sweep_dir).name}`')}\n\nData: {data}.\n\n"
+             f"Machine (each run's metrics.json): {machines_text(configs)}.\n\n{study_markdown(rows, iw_samples, pairs)}")
+    diff_fig = plots.new_figure(figsize=(7.2, 1.6 + 0.45 * max(1, len(pairs))), dpi=150, layout="constrained")
+    compare.plot_differences([(f"{short(c)} − {short(r)}", results["test_iw_bpd"]) for c, r, results in pairs],
+                             diff_fig, "difference in test IW bpd (negative: better)")
+    diff_fig.axes[0].set_title(f"Test IW bpd (K = {iw_samples}): per-seed differences, mean, 95% t-interval\n"
+                               f"{data_name}", fontsize=10)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, out_dir / "study_val_bpd.png")
+    save_figure(diff_fig, out_dir / "study_differences.png")
+    report = write_section(out_dir / "study.md", "Study", block, report, MARKERS, report_path)
+    return report, [out_dir / "study_val_bpd.png", out_dir / "study_differences.png", out_dir / "study.md"]

@@ -1,5 +1,6 @@
-"""report/make_figures.py --models_2019 --compare on tiny real runs of the three families: the section's figures, the
-table of each run, and the RealNVP-VAE comparison recomputed here from the runs' own files."""
+"""report/vae_gan_realnvp.py ("The 2019 models") through make_figures.py --models_2019 --compare on tiny real runs of
+the three families: the section's figures, the table of each run, and the RealNVP-VAE comparison recomputed here
+from the runs' own files."""
 import json
 import math
 from statistics import mean, stdev

@@ -1,17 +1,19 @@
-"""The report's section "The 2019 models": the binary-MNIST VAE, the GAN and RealNVP (the figures the 2019
-questions ask for), and the comparison of RealNVP's dequantization bound with the VAE's importance-weighted bound
-on 4-bit FashionMNIST over training seeds. Figures and Markdown only; make_figures.py writes them.
+"""The report's section "The 2019 models" (Part 3, `make_figures.py --models_2019 DIR --compare REALNVP_DIR
+VAE_DIR`): the binary-MNIST VAE, the GAN and RealNVP (the figures the 2019 questions ask for), and the comparison of
+RealNVP's dequantization bound with the VAE's importance-weighted bound on 4-bit FashionMNIST over training seeds,
+as figures/models2019_*.png, figures/models_2019.md and between the report's models2019 markers.
 """
 import math
 from pathlib import Path
 
 import compare
 import plots
-from blocks import replace_block, save_figure
+from blocks import generated_comment, replace_block, save_figure, write_section
 from dgmkit.errors import UserError
-from dgmkit.runs.atomic_io import write_text
 from dgmkit.runs.finished import load_run
 from dgmkit.runs.folder import RunDir
+from formats import count, fixed, signed, span, table
+from run_data import describe_run_data
 
 MARKERS = ("<!-- models2019:begin -->", "<!-- models2019:end -->")
 ROLES = ("vae", "vae_z2", "gan", "realnvp")  # the runs of the section, told apart by their settings
@@ -76,8 +78,8 @@ def timing_text(timing):
     ratio = nvp["seconds_per_epoch"] / vae["seconds_per_epoch"]
     return (f"Side by side on one machine ({machine.get('device_name', '?')}, torch {machine.get('torch', '?')}, "
             f"{machine.get('threads', '?')} thread(s); `timing/`, {vae['epochs']} and {nvp['epochs']} epochs, run "
-            f"one after the other on the same data and settings): the VAE takes {vae['seconds_per_epoch']:.2f} s per "
-            f"epoch, RealNVP {nvp['seconds_per_epoch']:.2f} s ({ratio:.1f} times as long).")
+            f"one after the other on the same data and settings): the VAE takes {fixed(vae['seconds_per_epoch'], 2)} "
+            f"s per epoch, RealNVP {fixed(nvp['seconds_per_epoch'], 2)} s ({fixed(ratio, 1)} times as long).")
 
 
 def comparison(pairs):
@@ -146,51 +148,46 @@ def figures(models, pairs, result, data):
     }
 
 
-def fmt(value, digits=4):
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def markdown(models, pairs, result, data, names, timing=None):
     """The section's Markdown: what each run reached, the figures, and the comparison with its limits."""
     vae, gan, nvp = models["vae"]["metrics"], models["gan"]["metrics"], models["realnvp"]["metrics"]
     rows = [
         ("VAE, binary MNIST (`--bits 1`), z_dim 20", data["vae"], f"test IW bpd (K = {vae.get('iw_samples')}) "
-         f"{fmt(vae.get('test_iw_bpd'))} ± {fmt(vae.get('test_iw_bpd_se'))}; ELBO {fmt(vae['test_bpd'])}"),
-        ("VAE, binary MNIST, z_dim 2", data["vae_z2"], f"test ELBO bpd {fmt(models['vae_z2']['metrics']['test_bpd'])}"),
-        ("GAN, 8-bit MNIST", data["gan"], f"last epoch: D(x) {fmt(gan.get('final_d_real'), 3)}, D(G(z)) "
-         f"{fmt(gan.get('final_d_fake'), 3)} (no likelihood)"),
-        ("RealNVP, 8-bit MNIST", data["realnvp"], f"test bpd {fmt(nvp['test_bpd'])} ± {fmt(nvp['test_bpd_se'])} "
+         f"{fixed(vae.get('test_iw_bpd'))} ± {fixed(vae.get('test_iw_bpd_se'))}; ELBO {fixed(vae['test_bpd'])}"),
+        ("VAE, binary MNIST, z_dim 2", data["vae_z2"],
+         f"test ELBO bpd {fixed(models['vae_z2']['metrics']['test_bpd'])}"),
+        ("GAN, 8-bit MNIST", data["gan"], f"last epoch: D(x) {fixed(gan.get('final_d_real'), 3)}, D(G(z)) "
+         f"{fixed(gan.get('final_d_fake'), 3)} (no likelihood)"),
+        ("RealNVP, 8-bit MNIST", data["realnvp"], f"test bpd {fixed(nvp['test_bpd'])} ± {fixed(nvp['test_bpd_se'])} "
          f"(bound, {nvp.get('draws')} draws per image)"),
     ]
-    table = ["| model | data | result | epochs | seconds / epoch | wall time |", "|---|---|---|---|---|---|"]
+    run_rows = []
     for (label, where, reached), key in zip(rows, ("vae", "vae_z2", "gan", "realnvp")):
         m = models[key]["metrics"]
-        table.append(f"| {label} (`{models[key]['name']}`) | {where} | {reached} | {m['epochs']} | "
-                     f"{fmt(m.get('seconds_per_epoch'), 2)} | {m['wall_time_s']:.0f} s |")
+        run_rows.append([f"{label} (`{models[key]['name']}`)", where, reached, str(m["epochs"]),
+                         fixed(m.get("seconds_per_epoch"), 2), f"{fixed(m['wall_time_s'], 0)} s"])
     seeds = ", ".join(str(s) for s in result["seeds"])
     nvp_runs, vae_runs = [p[0] for p in pairs.values()], [p[1] for p in pairs.values()]
     params = nvp_runs[0]["metrics"].get("parameters")
-    lines_ = [
-        "| seed | RealNVP test bpd (bound, SE over images) | VAE test IW bpd, K = 1000 | difference |",
-        "|---|---|---|---|"]
+    seed_rows = []
     for seed, delta in zip(result["seeds"], result["deltas"]):
         nvp_m, vae_e = pairs[seed][0]["metrics"], pairs[seed][1]["eval"]
-        lines_.append(f"| {seed} | {fmt(nvp_m['test_bpd'])} ± {fmt(nvp_m['test_bpd_se'])} | {fmt(vae_e['iw_bpd'])} ± "
-                      f"{fmt(vae_e['iw_bpd_se'])} | {delta:+.4f} |")
-    low, high = result["interval"]
-    seconds = [fmt(_mean(r["metrics"]["seconds_per_epoch"] for r in group), 1) for group in (nvp_runs, vae_runs)]
+        seed_rows.append([str(seed), f"{fixed(nvp_m['test_bpd'])} ± {fixed(nvp_m['test_bpd_se'])}",
+                          f"{fixed(vae_e['iw_bpd'])} ± {fixed(vae_e['iw_bpd_se'])}", signed(delta)])
+    seconds = [fixed(_mean(r["metrics"]["seconds_per_epoch"] for r in group), 1) for group in (nvp_runs, vae_runs)]
     speed = (f"mean seconds per epoch recorded by these runs: RealNVP {seconds[0]}, VAE {seconds[1]} (other "
              "sessions and machines for the VAE; a side-by-side timing follows the table)")
     return "\n".join([
-        *table, "",
+        table(["model", "data", "result", "epochs", "seconds / epoch", "wall time"], run_rows, rule="---"), "",
         *(f"![{name}](figures/{name})" for name in names), "",
         f"**RealNVP against the VAE on 4-bit FashionMNIST** ({data['compare']}; seeds {seeds}; RealNVP "
-        f"`{nvp_runs[0]['name'].rsplit('_s', 1)[0]}` with {params:,} parameters, the VAE 270,616; {speed}).",
-        "", *lines_, "",
-        f"Mean difference {result['mean']:+.4f} bpd, seed SE {fmt(result['seed_se'])}, 95% t-interval "
-        f"[{low:+.4f}, {high:+.4f}] ({len(result['seeds'])} seeds): **{compare.verdict(result['interval'])}**"
+        f"`{nvp_runs[0]['name'].rsplit('_s', 1)[0]}` with {count(params)} parameters, the VAE 270,616; {speed}).",
+        "", table(["seed", "RealNVP test bpd (bound, SE over images)", "VAE test IW bpd, K = 1000", "difference"],
+                  seed_rows, rule="---"), "",
+        f"Mean difference {signed(result['mean'])} bpd, seed SE {fixed(result['seed_se'])}, 95% t-interval "
+        f"{span(result['interval'])} ({len(result['seeds'])} seeds): **{compare.verdict(result['interval'])}**"
         f"{' for RealNVP' if result['interval'][1] < 0 or result['interval'][0] > 0 else ''}. The Monte Carlo SE "
-        f"over test images of the mean difference, for these trained models, is {fmt(result['image_se'])}: a "
+        f"over test images of the mean difference, for these trained models, is {fixed(result['image_se'])}: a "
         f"second figure, {_relation(result['image_se'], result['seed_se'])} the seed SE.", "", timing_text(timing),
     ])
 
@@ -206,27 +203,25 @@ def _mean(values):
     return sum(values) / len(values) if values else math.nan
 
 
-def make(models_dir, compare_dirs, out_dir, report, report_path, describe):
+def data_of(run):
+    """'MNIST subset: 2,048 train / 509 test images, 1-bit': the data a run read and its bits."""
+    return f"{describe_run_data(run['args'], folder=False)}, {run['args']['bits']}-bit"
+
+
+def make(models_dir, compare_dirs, out_dir, report, report_path):
     """The section's figures (out_dir/models2019_*.png), out_dir/models_2019.md and the report text with the block
     between MARKERS replaced; every run is read (and a missing one refused) before anything is written.
-    describe(data_dir, dataset) names a run's data. Returns (new report text, written paths)."""
+    Returns (new report text, written paths)."""
     replace_block(report, MARKERS, "", report_path)  # the markers are there, before anything is read or written
     models, pairs, timing = load_models(models_dir), load_comparison(*compare_dirs), load_timing(compare_dirs[0])
     result = comparison(pairs)
-
-    def data_of(run):
-        args = run["args"]
-        named = describe(args.get("data_dir"), args.get("dataset", "fashion_mnist")).split(" (`")[0]
-        return f"{named}, {args['bits']}-bit"
     data = {**{key: data_of(run) for key, run in models.items()}, "compare": data_of(next(iter(pairs.values()))[0])}
     figs = figures(models, pairs, result, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, fig in figs.items():
         save_figure(fig, out_dir / name)
     sources = ", ".join(f"`{run['name']}`" for run in models.values())
-    generated = (f"<!-- generated by report/make_figures.py --models_2019 from {sources} and the {len(pairs)} seed "
-                 f"pairs of --compare; edits here are overwritten -->")
+    generated = generated_comment(f"--models_2019 from {sources} and the {len(pairs)} seed pairs of --compare")
     block = f"{generated}\n\n{markdown(models, pairs, result, data, list(figs), timing)}"
-    write_text(out_dir / "models_2019.md", f"# The 2019 models\n\n{block}\n")
-    written = [*(out_dir / name for name in figs), out_dir / "models_2019.md"]
-    return replace_block(report, MARKERS, block, report_path), written
+    report = write_section(out_dir / "models_2019.md", "The 2019 models", block, report, MARKERS, report_path)
+    return report, [*(out_dir / name for name in figs), out_dir / "models_2019.md"]

@@ -1,5 +1,5 @@
-"""report/make_figures.py on fake run folders: figures, results.md from the JSON, report markers (errors:
-test_bad_inputs_runs.py)."""
+"""report/results_2021.py through make_figures.py RUN_DIR [RUN_DIR_Z2] on fake run folders: figures, results.md
+from the JSON, report markers (errors: tests/test_bad_inputs_runs.py)."""
 import json
 import shutil
 
@@ -9,6 +9,7 @@ import torchvision
 from matplotlib.image import imread
 
 import make_figures
+import results_2021
 from dgmkit.vae.config import parse_train_args as train_parse_args
 
 REPORT_TEXT = """# Report
@@ -104,7 +105,7 @@ def test_figures_table_and_report(runs):
     assert text.startswith("# Report\n\nText before.\n\n<!-- results:begin -->\n")
     assert text.endswith("<!-- results:end -->\n\nText after.\n")
     assert "1.2346" in text and "2.6180" in text
-    block = text[text.index(make_figures.BEGIN_MARKER):text.index(make_figures.END_MARKER)]
+    block = text[text.index(results_2021.MARKERS[0]):text.index(results_2021.MARKERS[1])]
     assert block.count("| --- |") == results.count("| --- |")
 
     # Updating again gives the same report (the block is replaced, not appended to).
