@@ -17,13 +17,12 @@ def eval_mode(module):
         module.train(was_training)
 
 
+@contextlib.contextmanager
 def forked_rng(device, seed=None, enabled=True):
     """torch.random.fork_rng over the CPU generator and, on CUDA, `device`'s: the block's draws (seeded with `seed`
-    when given) leave the caller's random stream as it was. The one place the fork idiom is written."""
-    @contextlib.contextmanager
-    def fork():
-        with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else [], enabled=enabled):
-            if seed is not None and enabled:
-                torch.manual_seed(seed)
-            yield
-    return fork()
+    when given) leave the caller's random stream as it was. The one place the fork idiom is written; enabled=False
+    runs the block on the caller's stream, unseeded."""
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else [], enabled=enabled):
+        if seed is not None and enabled:
+            torch.manual_seed(seed)
+        yield
