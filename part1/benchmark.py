@@ -7,6 +7,8 @@ project's default, its fastest option combination, and the training step alone (
 
 Every figure is images per second of training (forward + backward + Adam), after warm-up, over a
 fixed number of steps; each is measured --repeats times, interleaved, and the median is reported.
+The JSON records its paths (--out and --data_dir, in "command" and "data") relative to its own folder
+(dgmkit/runs/paths.py), so that it names nothing of the machine that wrote it.
 """
 if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line 
     from dgmkit.cli import startup
@@ -36,6 +38,7 @@ from dgmkit.engine import hardware
 from dgmkit.engine.epoch import autocast
 from dgmkit.engine.hardware import resolve_device
 from dgmkit.runs.atomic_io import check_writable, write_json
+from dgmkit.runs.paths import record, record_command
 from dgmkit.vae.config import parse_train_args
 from dgmkit.vae.model import VAE
 from dgmkit.vae.training import build_model, train_vae
@@ -190,6 +193,7 @@ def full_epoch(data_dir, device_name):
 
 def main(args):
     device = resolve_device(args.device)
+    typed_paths = (args.out, args.data_dir)  # recorded relative to the results file's folder (runs/paths.py)
     args.out = resolve_path(args.out, "--out")
     check_writable(args.out, "--out")  # before anything is measured, so no result is lost
     if device.type == "cuda":
@@ -249,9 +253,9 @@ def main(args):
         families = {} if args.no_families else family_throughput(default, data_dir, device, args)
         result = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": record_command(sys.argv, typed_paths, args.out.parent),
             "device": str(device), **hardware.machine(device), "cpu_native_bf16": hardware.cpu_has_native_bf16(),
-            "data": args.data_dir and str(args.data_dir) or f"synthetic, {args.num_images} images",
+            "data": args.data_dir and record(args.data_dir, args.out.parent) or f"synthetic, {args.num_images} images",
             "batch_size": batch, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
             "baseline_workers": args.baseline_workers, "auto_choice": auto,
             "default_options": describe(default[1]), "fastest_options": fastest,

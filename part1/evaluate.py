@@ -30,7 +30,8 @@ from dgmkit.errors import Interrupted, Terminated, UserError, first_line, signal
 from dgmkit.runs.atomic_io import check_destination
 from dgmkit.runs.checkpoints import CheckpointError, load_checkpoint
 from dgmkit.runs.folder import PICTURES, RunDir
-from dgmkit.vae.config import REPO_ROOT, TrainConfig, find_data_dir
+from dgmkit.runs.paths import record, resolve_data_dir
+from dgmkit.vae.config import REPO_ROOT, TrainConfig
 from dgmkit.vae.estimates import evaluate_loader, evaluation_record
 from dgmkit.vae.model import VAE
 from utils import decoder_mean_image
@@ -152,8 +153,9 @@ def main(args):
         if getattr(args, name) is not None and getattr(args, name) != value:
             raise CheckpointError(f"{ckpt_path} holds a model of --{name} {value}; it cannot be evaluated with "
                                   f"--{name} {getattr(args, name)} (drop the flag)")
-    data_dir = args.data_dir if args.data_dir is not None else find_data_dir(
-        ckpt["args"].get("data_dir", REPO_ROOT / "data"), data["dataset"])
+    # The checkpoint's data_dir is relative to its run folder (absolute in older records): runs/paths.py.
+    data_dir = args.data_dir if args.data_dir is not None else resolve_data_dir(
+        ckpt["args"].get("data_dir", REPO_ROOT / "data"), run_dir, data["dataset"])
     loaders = load_data(data_dir, data["dataset"], data["bits"], args.batch_size, 0, download=False)
     loader = {"val": loaders[1], "test": loaders[2]}[args.split]
     if not os.access(run_dir.path, os.W_OK):
@@ -169,9 +171,10 @@ def main(args):
         with run_dir.locked(), SummaryWriter(str(run_dir)) as writer:  # writable (checked above)
             written.append("a TensorBoard event file")
             pictures = save_pictures(model, loader, run_dir, args.split, writer, step, written=written)
-            result = evaluation_record(per_image, DATASETS[data["dataset"]].classes, checkpoint=str(ckpt_path),
-                                       epoch=ckpt.get("epoch"), dataset=data["dataset"], bits=data["bits"],
-                                       split=args.split, data_dir=str(data_dir), seed=args.seed, device=str(device),
+            result = evaluation_record(per_image, DATASETS[data["dataset"]].classes,  # paths: runs/paths.py
+                                       checkpoint=record(ckpt_path, run_dir), epoch=ckpt.get("epoch"),
+                                       dataset=data["dataset"], bits=data["bits"], split=args.split,
+                                       data_dir=record(data_dir, run_dir), seed=args.seed, device=str(device),
                                        pictures=pictures, wall_time_s=time.time() - start)
             run_dir.write_eval(args.split, result)
             for name in ("bpd", "iw_bpd", "active_units"):
@@ -195,8 +198,9 @@ def parse_args(argv=None):
     parser.add_argument("checkpoint", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
                         help="a run folder (its checkpoints/best.pt is used) or a checkpoint .pt file")
     parser.add_argument("--data_dir", type=Path, default=None,
-                        help="folder holding FashionMNIST/raw/; None: the checkpoint's data_dir (a relative one is "
-                             "looked up from the current folder, the repo root, then part1/)")
+                        help="folder holding FashionMNIST/raw/; None: the checkpoint's data_dir (relative to its "
+                             "run folder; an older run's relative one is looked up from the current folder, the "
+                             "repo root, then part1/)")
     parser.add_argument("--dataset", choices=list(DATASETS), default=None,
                         help="None: the checkpoint's; given, it must be the checkpoint's (a check, not a choice)")
     parser.add_argument("--bits", type=int_at_least(min(BITS), max(BITS)), default=None,

@@ -18,15 +18,17 @@ MARKERS = ("<!-- results:begin -->", "<!-- results:end -->")
 LEGACY_FLAGS = {"compile": {False: "off", True: "on"}}  # args.json of runs from before --compile took a value
 
 
-def command_line(args, default):
-    """The training command rebuilt from args.json: only flags whose value differs from today's default."""
+def command_line(args, default, run_dir=None):
+    """The training command rebuilt from args.json (in the run folder run_dir): only flags whose value differs from
+    today's default."""
     parts = ["python", "part1/train_torch.py"]
     for key, value in args.items():
         value = LEGACY_FLAGS.get(key, {}).get(value, value) if isinstance(value, bool) else value
         if key not in default or default[key] == value or value is None or key in ("log_dir", "run_name"):
             continue
         if key == "data_dir":
-            value = describe_data(value).rsplit("(`", 1)[-1].rstrip("`)") if "(`" in describe_data(value) else value
+            shown = describe_data(value, args.get("dataset", "fashion_mnist"), run_dir)
+            value = shown.rsplit("(`", 1)[-1].rstrip("`)") if "(`" in shown else value
         if isinstance(value, bool):
             parts.append(f"--{key}" if value else f"--no-{key}")
         else:
@@ -49,7 +51,7 @@ def evaluation_markdown(run):
     e = run["eval"]
     about = table(["checkpoint", "epoch", "data", "images", "K", "seed", "device", "wall time"],
                   [[f"`{Path(e['checkpoint']).name}`", number(e["epoch"]),
-                    describe_data(e["data_dir"], e.get("dataset", "fashion_mnist")),
+                    describe_data(e["data_dir"], e.get("dataset", "fashion_mnist"), run["dir"]),
                     number(e["num_images"]), number(e["iw_samples"]), number(e["seed"]), e["device"],
                     seconds(e["wall_time_s"])]])
     estimates = table(["estimate", "bpd", "nats per image"], [
@@ -89,16 +91,17 @@ def results_markdown(runs):
     default = defaults()
     header = ["run", "data", "epochs", "z_dim", "best epoch", "best val bpd", "test bpd",
               "test IW bpd (K)", "seconds / epoch", "wall time", "device", "command"]
-    rows, real = [], real_test_images(runs[0]["args"])
+    rows, real = [], real_test_images(runs[0]["args"], runs[0]["dir"])
     images = runs[0]["eval"]["num_images"] if runs[0]["eval"] else len(real) if real is not None else None
     for run in runs:
         m, a = run["metrics"], run["args"]
         iw = (f"{number_pm(m['test_iw_bpd'], m.get('test_iw_bpd_se'))} ({m['iw_samples']})" if "test_iw_bpd" in m
               else DASH)
-        rows.append([f"`{run['name']}`", describe_run_data(a), number(m["epochs"]), number(a.get("z_dim")),
+        rows.append([f"`{run['name']}`", describe_run_data(a, run_dir=run["dir"]), number(m["epochs"]),
+                     number(a.get("z_dim")),
                      number(m["best_epoch"]), number(m["best_val_bpd"]), number(m["test_bpd"]), iw,
                      seconds(m["seconds_per_epoch"]), seconds(m["wall_time_s"]), number(m["device"]),
-                     command_line(a, default)])
+                     command_line(a, default, run["dir"])])
     parts = [table(header, rows),
              "Test bpd: negative ELBO of the best-by-validation model on the test split, one sample of z per image, "
              "in bits per dimension; test IW bpd: the negative importance-weighted bound with K samples, ± one "
@@ -121,7 +124,7 @@ def make(run_dir, run_dir_z2, out, report, report_path):
     runs = [load_finished_run(run_dir)] + ([load_finished_run(run_dir_z2)] if run_dir_z2 else [])
     replace_block(report, MARKERS, "", report_path)
     main_run, manifold_run = runs[0], runs[-1]
-    data = describe_run_data(main_run["args"], folder=False)
+    data = describe_run_data(main_run["args"], folder=False, run_dir=main_run["dir"])
     figures = {"bpd_curves.png": plots.plot_bpd_curves(main_run, data),
                "samples.png": plots.plot_samples(main_run, data) if main_run["samples"] else None,
                "manifold.png": plots.plot_manifold(manifold_run["manifold"], data) if manifold_run["manifold"] else None}

@@ -215,7 +215,8 @@ def make(sweep_dir, out_dir, report, report_path):
     rows = study_rows(configs)
     first = next(iter(next(iter(configs.values())).values()))
     iw_samples = first["metrics"].get("iw_samples")
-    data, data_name = describe_run_data(first["args"]), describe_run_data(first["args"], folder=False)
+    data = describe_run_data(first["args"], run_dir=first["dir"])
+    data_name = describe_run_data(first["args"], folder=False, run_dir=first["dir"])
     fig = plots.new_figure(figsize=(7.2, 4.6), dpi=150, layout="constrained")
     plot_validation(configs, fig).set_title(f"Validation bpd per epoch (mean over seeds, band: range)\n{data_name}",
                                             fontsize=10)

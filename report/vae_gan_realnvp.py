@@ -205,7 +205,7 @@ def _mean(values):
 
 def data_of(run):
     """'MNIST subset: 2,048 train / 509 test images, 1-bit': the data a run read and its bits."""
-    return f"{describe_run_data(run['args'], folder=False)}, {run['args']['bits']}-bit"
+    return f"{describe_run_data(run['args'], folder=False, run_dir=run['dir'])}, {run['args']['bits']}-bit"
 
 
 def make(models_dir, compare_dirs, out_dir, report, report_path):

@@ -17,8 +17,9 @@ from dgmkit.cli.args import resolve_path
 from dgmkit.data.datasets import load_data
 from dgmkit.engine import hardware
 from dgmkit.engine.hardware import resolve_device
-from dgmkit.engine.settings import RunConfig, find_data_dir
+from dgmkit.engine.settings import RunConfig
 from dgmkit.errors import UserError
+from dgmkit.runs import paths
 from dgmkit.runs.checkpoints import check_model_fits, checkpoint_state, load_checkpoint, restore_training_state
 from dgmkit.runs.folder import RunDir
 
@@ -46,8 +47,11 @@ def resumed_settings(config):
     """The settings of the run in config.resume, with the flags a resume may change taken from `config`.
 
     A flag the user typed (config.given) that contradicts the run is a one-line UserError: a resumed run must
-    compute exactly what the uninterrupted run would have. Returns (merged config of config's class, checkpoint
-    state); a checkpoint of another family (another script) is a one-line CheckpointError.
+    compute exactly what the uninterrupted run would have. The recorded paths are read against the run folder
+    where it is now (runs/paths.py: relative to it, or absolute in older records) and compared with a typed one as
+    folders (the same folder, however written, is no contradiction); the merged config holds them absolute.
+    Returns (merged config of config's class, checkpoint state); a checkpoint of another family (another script)
+    is a one-line CheckpointError.
     """
     family, script = type(config), type(config).SCRIPT.name
     path = RunDir(config.resume).checkpoint("last")
@@ -61,8 +65,10 @@ def resumed_settings(config):
     check_model_fits(state, path, {k: new[k] if k in given else saved.get(k, default[k]) for k in family.SHAPE_KEYS},
                      family.SHAPE_KEYS, family.SHAPE_DEFAULTS)
     merged = {**default, **saved, "resume": new["resume"]}
+    merged["log_dir"] = str(paths.resolve(merged["log_dir"], config.resume))
+    merged["data_dir"] = str(paths.resolve_data_dir(merged["data_dir"], config.resume, merged["dataset"]))
     for name in sorted(given):
-        if new[name] == merged.get(name):
+        if new[name] == merged.get(name) or (name in paths.RECORDED and paths.same_folder(new[name], merged[name])):
             continue
         if name not in RESUME_MAY_CHANGE:
             raise UserError(f"--{name} {new[name]} differs from the resumed run's {merged.get(name)}; a resumed run "
@@ -70,7 +76,6 @@ def resumed_settings(config):
         merged[name] = new[name]
     if "data_dir" in given:
         merged["data_dir"] = str(resolve_path(new["data_dir"], "--data_dir"))
-    merged["data_dir"] = find_data_dir(merged["data_dir"], merged["dataset"])
     resumed = family.from_dict(merged, config.given)
     if resumed.epochs < state["epoch"]:
         raise UserError(f"--epochs {resumed.epochs} is fewer than the {state['epoch']} epochs {config.resume} has "
@@ -122,8 +127,9 @@ class Run:
         return 1 if self.state is None else self.state["epoch"] + 1
 
     def settings(self):
-        """What args.json and every checkpoint record: the settings and what `auto` chose."""
-        return {**self.config.to_dict(), "auto_choices": self.choice}
+        """What args.json and every checkpoint record: the settings, their paths relative to the run folder
+        (runs/paths.py), and what `auto` chose."""
+        return {**paths.record_settings(self.config.to_dict(), self.dir), "auto_choices": self.choice}
 
     def wall_time_s(self, progress):
         return progress.earlier_wall_time_s + time.time() - self.started

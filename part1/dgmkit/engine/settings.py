@@ -18,9 +18,8 @@ from typing import Any, Callable, ClassVar, Optional
 from dgmkit.cli.args import ArgumentParser, int_at_least, positive_float, run_name_type, seed_type
 from dgmkit.data.datasets import BITS, DATASETS
 from dgmkit.errors import UserError
+from dgmkit.places import PART1_DIR, REPO_ROOT
 
-PART1_DIR = Path(__file__).resolve().parents[2]  # part1/: dgmkit/engine/settings.py is two folders down
-REPO_ROOT = PART1_DIR.parent
 GROUPS = ("model", "optimization", "data", "speed", "evaluation", "logging", "hardware")  # --help's order
 GROUP_TITLES = {"speed": "speed (same model and loss; see report/measurements.md)"}
 COMMON_FIRST = ("evaluation",)  # groups where the common flags come before the family's own
@@ -246,18 +245,6 @@ def _flag_order(family):
 
 def _plain(value):
     return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-
-
-def find_data_dir(data_dir, dataset="fashion_mnist"):
-    """A run's data_dir; a relative one (older runs stored it as typed) is looked up from here, the repo
-    root, then part1/ (where it holds the dataset's raw/ folder)."""
-    data_dir = Path(data_dir)
-    if data_dir.is_absolute():
-        return data_dir
-    for base in (Path.cwd(), REPO_ROOT, PART1_DIR):
-        if (base / data_dir / DATASETS[dataset].folder / "raw").is_dir():
-            return (base / data_dir).resolve()
-    return data_dir
 
 
 def fp32_only(parser, args, what):

@@ -7,7 +7,8 @@ import dataclasses
 from typing import ClassVar
 
 from dgmkit.cli.args import int_at_least, positive_float
-from dgmkit.engine.settings import PART1_DIR, RunConfig, flag, fp32_only
+from dgmkit.engine.settings import RunConfig, flag, fp32_only
+from dgmkit.places import PART1_DIR
 
 REALNVP_SCRIPT = PART1_DIR / "train_realnvp.py"
 

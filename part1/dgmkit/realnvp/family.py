@@ -13,6 +13,7 @@ from dgmkit.engine.epoch import CompiledOrEager, train_epoch
 from dgmkit.engine.loop import Family
 from dgmkit.realnvp.config import REALNVP_SCRIPT, RealNVPConfig
 from dgmkit.realnvp.model import RealNVP, dequantized_nll
+from dgmkit.runs import paths
 from dgmkit.stats import mean_and_se
 
 STATS = ("bpd", "nll_nats", "logdet_nats")
@@ -68,8 +69,9 @@ def test_phase(run, model, writer, best_epoch):
     bpd = torch.cat(per_image) / (model.dims * math.log(2))  # [N]
     mean, se = mean_and_se(bpd)
     run.dir.write_eval("test", {  # the per-image bounds: what a paired comparison with another model needs
-        "checkpoint": str(run.dir.checkpoint("best" if best_epoch > 0 else "last")), "epoch": best_epoch,
-        "split": "test", "dataset": config.dataset, "bits": config.bits, "data_dir": str(config.data_dir),
+        "checkpoint": paths.record(run.dir.checkpoint("best" if best_epoch > 0 else "last"), run.dir),
+        "epoch": best_epoch, "split": "test", "dataset": config.dataset, "bits": config.bits,
+        "data_dir": paths.record(config.data_dir, run.dir),  # both relative to the run folder (runs/paths.py)
         "seed": config.seed, "device": str(run.device), "num_images": len(bpd), "draws": config.final_draws,
         "bpd": mean, "bpd_se": se, "per_image_bpd": bpd.tolist()})
     return {"test_bpd": mean, "test_bpd_se": se, "test_nll_nats": float(bpd.mean()) * model.dims * math.log(2),

@@ -11,10 +11,11 @@
         checkpoints/{best,last}.pt
         events.out.tfevents.*   TensorBoard (scalars, images, the custom-scalars layout and the HParams)
 
-Every file goes through atomic_io's atomic writes. Names: `bpd` is the negative ELBO in bits per
-dimension, `rec_nats` -log p(x|z) and `kl_nats` the KL term in nats per image (bpd = (rec_nats +
-kl_nats) log2(e) / D), `iw_bpd` the negative importance-weighted bound; `_se` a standard error
-over images. Every quantity is a loss: lower is better.
+Every path a record names (data_dir, log_dir, resume, checkpoint) is relative to the run folder, so that the folder
+still evaluates and resumes after it is copied elsewhere: dgmkit/runs/paths.py. Every file goes through atomic_io's
+atomic writes. Names: `bpd` is the negative ELBO in bits per dimension, `rec_nats` -log p(x|z) and `kl_nats` the KL
+term in nats per image (bpd = (rec_nats + kl_nats) log2(e) / D), `iw_bpd` the negative importance-weighted bound;
+`_se` a standard error over images. Every quantity is a loss: lower is better.
 """
 import contextlib
 import fcntl

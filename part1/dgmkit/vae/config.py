@@ -7,13 +7,14 @@ import dataclasses
 from typing import ClassVar
 
 from dgmkit.cli.args import int_at_least, run_name_type
-from dgmkit.engine.settings import PART1_DIR, REPO_ROOT, RunConfig, find_data_dir, flag
+from dgmkit.engine.settings import RunConfig, flag
+from dgmkit.places import PART1_DIR, REPO_ROOT
 from dgmkit.vae.bounds import OBJECTIVES
 from dgmkit.vae.model import FLOW_KINDS
 
 TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
-__all__ = ["TrainConfig", "build_parser", "parse_train_args", "defaults", "find_data_dir", "run_name_type", "PART1_DIR",
-           "REPO_ROOT", "TRAIN_SCRIPT"]
+__all__ = ["TrainConfig", "build_parser", "parse_train_args", "defaults", "run_name_type", "PART1_DIR", "REPO_ROOT",
+           "TRAIN_SCRIPT"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,7 @@ import time
 from dgmkit.data.datasets import DATASETS
 from dgmkit.engine.board import Board, lines
 from dgmkit.engine.loop import Family
+from dgmkit.runs import paths
 from dgmkit.vae.config import TRAIN_SCRIPT
 from dgmkit.vae.estimates import evaluate_loader, evaluation_record
 from dgmkit.vae.training import build_model, sample_grid, test_vae, train_vae
@@ -39,8 +40,9 @@ def test_phase(run, model, writer, best_epoch):
         per_image = evaluate_loader(model, test_loader, config.final_iw_samples, seed=config.seed,
                                     progress=config.progress_bar)
         record = evaluation_record(per_image, DATASETS[config.dataset].classes,
-                                   checkpoint=str(run_dir.checkpoint("best")), epoch=best_epoch, split="test",
-                                   data_dir=str(config.data_dir), seed=config.seed, device=str(run.device),
+                                   checkpoint=paths.record(run_dir.checkpoint("best"), run_dir), epoch=best_epoch,
+                                   split="test", data_dir=paths.record(config.data_dir, run_dir), seed=config.seed,
+                                   device=str(run.device),
                                    wall_time_s=time.time() - start)
         run_dir.write_eval("test", record)
         metrics.update(test_iw_bpd=record["iw_bpd"], test_iw_bpd_se=record["iw_bpd_se"],
