@@ -126,7 +126,7 @@ def images_per_second(run, steps, seen, device):
 
 
 class ProjectTrainer:
-    """train_vae on the fmnist loaders, with the model built by loops.build_model from `args` and `choice`
+    """train_vae on the fmnist loaders, with the model built by dgmkit.vae.training.build_model from `args` and `choice`
     (the resolved precision / compile / channels_last)."""
 
     def __init__(self, args, choice, data_dir, device):

@@ -1,5 +1,5 @@
 """The report's figures, drawn with matplotlib's object API (no pyplot, so no global state), from run
-folders loaded by runs.load_run.
+folders loaded by dgmkit.runs.finished.load_run.
 """
 import math
 from statistics import NormalDist

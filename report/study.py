@@ -35,7 +35,7 @@ QUANTITIES = (("test_iw_bpd", "Δ test IW bpd", 4), ("test_bpd", "Δ test ELBO b
 
 
 def load_study(sweep_dir):
-    """{config: {seed: run}} of the finished runs in a sweep folder (run = runs.load_run, eval_test.json included)."""
+    """{config: {seed: run}} of the finished runs in a sweep folder (run = dgmkit.runs.finished.load_run, eval_test.json included)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise UserError(f"sweep folder {sweep_dir} does not exist")

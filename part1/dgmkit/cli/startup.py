@@ -1,6 +1,6 @@
 """Imported first by every script, before torch: Ctrl-C or SIGTERM while the heavy imports run (a second or
 more) ends the process with one line and the exit status of part1/README.md (130, 143) instead of a traceback.
-cli_common.run_cli takes the signals over once the script's main starts. Imports nothing heavy.
+cli/runner.py's run_cli takes the signals over once the script's main starts. Imports nothing heavy.
 """
 import os
 import signal

@@ -29,7 +29,7 @@ def build(config, device, choice):
     loss_fn = CompiledOrEager(model) if choice["compile"] else model
 
     def train_one_epoch(batches):
-        """loops.train_epoch on nll_nats (one dequantization draw per image); averages of STATS."""
+        """engine/epoch.py's train_epoch on nll_nats (one dequantization draw per image); averages of STATS."""
         stats = train_epoch(model, batches, optimizer, loss_fn, ("nll_nats", "bpd", "logdet_nats"),
                             grad_clip=config.grad_clip)
         return {name: stats[name] for name in STATS}  # history's order

@@ -1,6 +1,6 @@
-"""The fields of a run's JSON files and their types, checked where a file is read (run_folder), so that a
+"""The fields of a run's JSON files and their types, checked where a file is read (runs/folder.py), so that a
 damaged or foreign file is one line naming the file and the field, never a KeyError or TypeError later.
-null stands for "none" (e.g. the standard error of a single image). Imports nothing of the project but cli_common.
+null stands for "none" (e.g. the standard error of a single image). Imports nothing of the project but dgmkit.errors.
 """
 from dgmkit.errors import UserError
 

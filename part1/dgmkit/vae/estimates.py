@@ -109,7 +109,7 @@ def summarize(per_image, active_threshold=ACTIVE_THRESHOLD, classes=CLASSES):
 
 
 def evaluation_record(per_image, classes=CLASSES, **about):
-    """The eval_<split>.json record (run_folder's schema): `about` (checkpoint, epoch, split, data_dir, seed,
+    """The eval_<split>.json record (runs/schema.py's EVAL_FIELDS): `about` (checkpoint, epoch, split, data_dir, seed,
     device, ...), the summary, and per_image_iw_bpd, every image's negative IW bound in bpd (in loader
     order: the study pairs images across runs by position); `classes` names the labels for per_class."""
     per_image_bpd = [_bpd(v, per_image["dims"]) for v in (-per_image["iw"]).tolist()]

@@ -61,7 +61,7 @@ def summary(metrics):
 
 
 def grid(model, config):
-    """The 8x8 sample grid of the report's schedule (loops.sample_grid)."""
+    """The 8x8 sample grid of the report's schedule (training.sample_grid)."""
     return sample_grid(model)
 
 

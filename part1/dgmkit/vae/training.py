@@ -62,7 +62,7 @@ def test_vae(model, loader):
 @torch.no_grad()
 def sample_grid(model, batch_size=64):
     """An 8-column grid of `batch_size` samples, [3, H, W] in [0, 1] (level / (L - 1)), drawn in eval mode from
-    the global RNG (callers fork it: trainer.save_samples, train_torch.sample_and_save)."""
+    the global RNG (callers fork it: engine/loop.py's save_samples, train_torch.sample_and_save)."""
     with eval_mode(model):
         samples = model.sample(batch_size)  # [64, 1, 28, 28] in 0..L-1
     return torchvision.utils.make_grid(samples.float().cpu() / (model.levels - 1), nrow=8)  # [3, H, W] in [0, 1]
