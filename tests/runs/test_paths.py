@@ -218,3 +218,13 @@ def test_an_old_record_with_data_dir_as_typed_resumes_from_where_it_ran(site, tm
     monkeypatch.chdir(tmp_path)
     train_torch.main(train_torch.parse_args(["--resume", str(run), "--epochs", "3"]))
     assert json.loads((run / "args.json").read_text())["data_dir"] == "../../../typed_data"
+
+
+def test_a_moved_run_lives_in_its_new_folder(site, tmp_path, monkeypatch):
+    """An old record's absolute log_dir names the folder the run was written in, on another machine; resumed where
+    it is now, the run's log_dir is its new parent (args.json: ".."), and --log_dir may name that folder."""
+    run = copy_site(site, tmp_path / "moved", data=False)
+    make_old(run, (site / "data").resolve(), "/home/someone/else/logs")
+    monkeypatch.chdir(tmp_path)
+    train_torch.main(train_torch.parse_args(["--resume", str(run), "--epochs", "3", "--log_dir", str(run.parent)]))
+    assert json.loads((run / "args.json").read_text())["log_dir"] == ".."

@@ -65,7 +65,9 @@ def resumed_settings(config):
     check_model_fits(state, path, {k: new[k] if k in given else saved.get(k, default[k]) for k in family.SHAPE_KEYS},
                      family.SHAPE_KEYS, family.SHAPE_DEFAULTS)
     merged = {**default, **saved, "resume": new["resume"]}
-    merged["log_dir"] = str(paths.resolve(merged["log_dir"], config.resume))
+    # The log_dir of a run is the folder it lives in, where it is now (it may have been copied or moved; older
+    # records hold the writer's absolute path): args.json records ".." again.
+    merged["log_dir"] = str(resolve_path(config.resume, "--resume").parent)
     merged["data_dir"] = str(paths.resolve_data_dir(merged["data_dir"], config.resume, merged["dataset"]))
     for name in sorted(given):
         if new[name] == merged.get(name) or (name in paths.RECORDED and paths.same_folder(new[name], merged[name])):
