@@ -1,4 +1,4 @@
-"""The CLI error contract and the machinery the tests/test_bad_inputs*.py tables share.
+"""The CLI error contract and the machinery the tests/end_to_end/test_bad_inputs*.py tables share.
 
 The contract (part1/README.md, "Exit statuses"): every bad input or interruption of part1/train_torch.py,
 part1/evaluate.py, part1/benchmark.py, part1/sweep.py and report/make_figures.py ends with the documented

@@ -1,6 +1,7 @@
-"""Shared helpers and fixtures (part1/ and report/ are on the import path by pytest.ini): small IDX files
-written by hand (and as the loaders give them), the flags of a cheap run and one finished run of them, finding
-run folders and reading their history, waiting on a training process, and capturing one-line errors."""
+"""Shared helpers and fixtures of every test folder (tests/, part1/ and report/ are on the import path by pytest.ini,
+so `from conftest import ...` works from tests/<wing>/ too): small IDX files written by hand (and as the loaders give
+them), the flags of a cheap run and one finished run of them, the 2019 models' cheap runs, finding run folders and
+reading their history, waiting on a training process, and capturing one-line errors."""
 import json
 import os
 import shutil
@@ -97,6 +98,24 @@ def finished_run(micro_data, tmp_path_factory):
     logs = tmp_path_factory.mktemp("finished")
     train_torch.main(train_torch.parse_args(["--data_dir", str(micro_data), "--log_dir", str(logs), *SMALL]))
     return only_run_dir(logs)
+
+
+# Cheap runs of the 2019 models (train_realnvp.py, train_gan.py) on mnist_8bit: a grid before training, batch 32.
+COMMON_2019 = ["--device", "cpu", "--no-progress_bar", "--sample_epochs", "0", "--batch_size", "32"]
+REALNVP_SMALL = [*COMMON_2019, "--hidden_channels", "4", "--num_blocks", "1", "--couplings", "1", "--final_draws", "2"]
+GAN_SMALL = [*COMMON_2019, "--latent_dim", "8"]
+
+
+@pytest.fixture(scope="session")
+def mnist_8bit(tmp_path_factory):
+    """80 training and 20 test images in MNIST's folder (the 2019 models' default dataset, 8 bits)."""
+    return generated_data(tmp_path_factory.mktemp("mnist8"), 80, 20, seed=11, folder="MNIST")
+
+
+def train_2019(script, flags, data, logs, epochs, name="r"):
+    """script.main (train_realnvp or train_gan) for `epochs` epochs on data, into logs/<name>; returns its metrics."""
+    return script.main(script.parse_args(["--data_dir", str(data), "--log_dir", str(logs), *flags, "--epochs",
+                                          str(epochs), "--run_name", name]))
 
 
 @pytest.fixture

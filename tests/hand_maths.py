@@ -1,5 +1,6 @@
-"""Hand-written densities and a helper model for the guard tests (tests/test_core_guards*.py): every density is
-written out here, not via utils' helpers, so a mutated formula in part1 cannot agree with itself."""
+"""Hand-written densities and a helper model for the guard tests of the VAE's maths (tests/vae/test_model.py,
+test_bounds.py, test_training.py; tests/engine/test_epoch.py): every density is written out here, not via utils'
+helpers, so a mutated formula in part1 cannot agree with itself."""
 import math
 
 import torch

@@ -1,13 +1,16 @@
-"""utils.py against hand-computed values, Monte Carlo estimates and scipy."""
+"""utils.py (the assignment's maths) against hand-computed values, Monte Carlo estimates and scipy."""
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from scipy.stats import norm
 
-from utils import KLD, elbo_to_bpd, manifold_latents, sample_reparameterize, visualize_manifold
+from hand_maths import BITS
+from utils import (KLD, elbo_to_bpd, log_normal_from_eps, log_px_given_z, log_standard_normal, manifold_latents,
+                   sample_reparameterize, visualize_manifold)
 
 # ---- KLD ---------------------------------------------------------------------------------------
 
@@ -77,6 +80,15 @@ def test_reparameterize_rejects_negative_std():
         sample_reparameterize(torch.zeros(2, 3), torch.tensor([[1.0, -0.1, 1.0], [1.0, 1.0, 1.0]]))
 
 
+def test_sample_reparameterize_with_zero_std_is_the_mean_and_uses_one_draw_per_entry():
+    mean = torch.tensor([[0.5, -1.0, 2.0]])
+    assert torch.equal(sample_reparameterize(mean, torch.zeros(1, 3)), mean)  # std = 0 is allowed
+    torch.manual_seed(17)
+    z = sample_reparameterize(mean, torch.full((1, 3), 2.0))
+    torch.manual_seed(17)
+    torch.testing.assert_close(z, mean + 2.0 * torch.randn(1, 3))
+
+
 # ---- elbo_to_bpd --------------------------------------------------------------------------------
 
 def test_bpd_of_known_elbos():
@@ -86,6 +98,41 @@ def test_bpd_of_known_elbos():
     assert elbo_to_bpd(torch.tensor(3072 * math.log(2)), (1, 3, 32, 32)).item() == pytest.approx(1.0)
     elbos = torch.tensor([0.0, 784.0, 1568.0])
     torch.testing.assert_close(elbo_to_bpd(elbos, (7, 1, 28, 28)), elbos / 784 / math.log(2))
+
+
+def test_elbo_to_bpd_ignores_the_batch_size_and_counts_every_dimension():
+    nats = torch.tensor([784 * math.log(2), 0.0, 3.0])
+    assert elbo_to_bpd(nats, (5, 1, 28, 28)).tolist() == pytest.approx([1.0, 0.0, 3.0 / BITS])
+    assert elbo_to_bpd(torch.tensor(6 * math.log(2)), (1, 2, 3)).item() == pytest.approx(1.0)
+
+
+# ---- the log-densities -------------------------------------------------------------------------
+
+def test_log_densities_match_closed_forms():
+    from scipy.stats import norm
+    gen = torch.Generator().manual_seed(0)
+    mean, log_std, eps = (torch.randn(5, 3, generator=gen, dtype=torch.float64) for _ in range(3))
+    z = mean + log_std.exp() * eps
+    expected_q = norm.logpdf(z.numpy(), loc=mean.numpy(), scale=log_std.exp().numpy()).sum(-1)
+    torch.testing.assert_close(log_normal_from_eps(eps, log_std), torch.as_tensor(expected_q))
+    torch.testing.assert_close(log_standard_normal(z), torch.as_tensor(norm.logpdf(z.numpy()).sum(-1)))
+    # log p(x|z): a pixel's log-probability is its level's log-softmax; all-equal logits: 784 * -ln 16.
+    logits = torch.zeros(2, 16, 28, 28)
+    logits[1, 3] = 2.0
+    imgs = torch.full((2, 1, 28, 28), 3)
+    torch.testing.assert_close(log_px_given_z(logits, imgs),
+                               torch.tensor([-784 * math.log(16), 784 * (2 - math.log(15 + math.e ** 2))],
+                                            dtype=torch.float64), rtol=1e-6, atol=0)  # float32 per pixel
+
+
+def test_one_bit_is_exactly_a_bernoulli():
+    """Two logits (a, b) per pixel: the categorical log-likelihood is the Bernoulli one with logit b - a."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 28, 28, dtype=torch.float64)
+    imgs = torch.randint(0, 2, (3, 1, 28, 28))
+    bernoulli = -F.binary_cross_entropy_with_logits(logits[:, 1] - logits[:, 0], imgs[:, 0].double(),
+                                                    reduction="none").flatten(1).sum(1)
+    assert torch.allclose(log_px_given_z(logits, imgs), bernoulli, rtol=1e-12)
 
 
 # ---- visualize_manifold -------------------------------------------------------------------------

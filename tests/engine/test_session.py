@@ -1,0 +1,57 @@
+"""dgmkit/engine/session.py: what `auto` chose is printed, recorded (args.json, the checkpoint) and reused on a resume,
+which never detects the hardware again; a resume honours a flag typed at its default value and rewrites args.json
+with the new settings."""
+import json
+
+import pytest
+
+import train_torch
+from conftest import SMALL, history_without_time, run_dirs
+from dgmkit.engine import hardware, session
+from dgmkit.runs.checkpoints import load_checkpoint
+from train_torch import main, parse_args
+
+
+def test_auto_choice_is_printed_recorded_and_reused_on_resume(tiny_data, tmp_path, monkeypatch, capsys):
+    # A machine whose auto choice differs from this one's (channels_last off; mocked), for a 1-epoch run.
+    fake = {"precision": "fp32", "compile": False, "channels_last": False, "warning": "",
+            "why": {"precision": "auto: mocked", "compile": "auto: 5 steps < 5,000",
+                    "channels_last": "auto: mocked"}}
+    monkeypatch.setattr(hardware, "choose", lambda *args: dict(fake))
+    argv = ["--data_dir", str(tiny_data), "--log_dir", str(tmp_path / "cut"), *SMALL]
+    train_torch.main(train_torch.parse_args([*argv, "--epochs", "1"]))
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.startswith("precision fp32 (auto: mocked) | compile off") and "channels_last off" in first_line
+    run_dir = run_dirs(tmp_path / "cut")[0]
+    recorded = json.loads((run_dir / "args.json").read_text())["auto_choices"]
+    assert recorded["precision"] == "fp32" and recorded["channels_last"] is False
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["args"]["auto_choices"] == recorded
+
+    # The resume must not ask the hardware again: a call now fails the test.
+    monkeypatch.setattr(hardware, "choose", lambda *args: pytest.fail("resume re-detected the hardware"))
+    resumed = train_torch.main(train_torch.parse_args(["--resume", str(run_dir), "--epochs", "2",
+                                                       "--no-progress_bar"]))
+    # ... and ends exactly where an uninterrupted run with the same choices ends.
+    monkeypatch.setattr(hardware, "choose", lambda *args: dict(fake))
+    whole = train_torch.main(train_torch.parse_args(["--data_dir", str(tiny_data), "--log_dir",
+                                                     str(tmp_path / "whole"), *SMALL]))
+    assert resumed["test_bpd"] == whole["test_bpd"]
+
+
+# ---- flags a user typed are honoured, even when they equal the default ----------------------------------
+
+def test_resume_honours_a_typed_value_equal_to_the_default(finished_run):
+    """--epochs 80 (the default) on a 2-epoch run means 80, not "not given"."""
+    merged, state = session.resumed_settings(parse_args(["--resume", str(finished_run), "--epochs", "80"]))
+    assert state["epoch"] == 2 and merged.epochs == 80
+    merged, _ = session.resumed_settings(parse_args(["--resume", str(finished_run)]))
+    assert merged.epochs == 2  # not typed: the run's own value
+
+
+def test_resume_rewrites_args_json_with_the_new_settings(tiny_data, tmp_path):
+    main(parse_args(["--data_dir", str(tiny_data), "--log_dir", str(tmp_path), *SMALL, "--epochs", "1"]))
+    run_dir = run_dirs(tmp_path)[0]
+    main(parse_args(["--resume", str(run_dir), "--epochs", "2", "--no-progress_bar"]))
+    args = json.loads((run_dir / "args.json").read_text())
+    assert args["epochs"] == 2 and args["resume"] == "."  # the resumed folder itself, relative to it
+    assert len(history_without_time(run_dir)) == 2
