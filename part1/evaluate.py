@@ -3,13 +3,13 @@
     python evaluate.py RUN_DIR            # RUN_DIR/checkpoints/best.pt, test split, K = 100
     python evaluate.py RUN_DIR/checkpoints/last.pt --split val --iw_samples 1000
 
-Two estimates of the test log-likelihood, in nats per image and in bits per dimension (estimates.py):
+Two estimates of the test log-likelihood, in nats per image and in bits per dimension (dgmkit/vae/estimates.py):
 the ELBO with one z ~ q(z|x), exactly as VAE.forward, and the importance-weighted bound of Burda et
 al. (2016), which is at least as tight and tends to log p(x) as K grows. Results go to eval_<split>.json
 in the run folder, pictures to reconstructions_<split>.png and interpolations_<split>.png there, and
-everything to the run's TensorBoard.
+everything to the run's TensorBoard (the model and the pictures: dgmkit/vae/evaluation.py).
 """
-if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line 
+if __name__ == "__main__":  # before torch: Ctrl-C or SIGTERM while it imports ends in one line
     from dgmkit.cli import startup
     startup.guard_startup()
 
@@ -17,98 +17,22 @@ import os
 import time
 from pathlib import Path
 
-import torch
-import torchvision
 from torch.utils.tensorboard import SummaryWriter
 
 from dgmkit.cli.args import ArgumentParser, int_at_least, resolve_path, seed_type
 from dgmkit.cli.runner import run_cli
-from dgmkit.contexts import eval_mode
 from dgmkit.data.datasets import BITS, DATASETS, load_data
 from dgmkit.engine.hardware import resolve_device
-from dgmkit.errors import Interrupted, Terminated, UserError, first_line, signal_name_and_status
+from dgmkit.errors import Interrupted, Terminated, UserError, signal_name_and_status
 from dgmkit.runs.atomic_io import check_destination
-from dgmkit.runs.checkpoints import CheckpointError, load_checkpoint
+from dgmkit.runs.checkpoints import CheckpointError
 from dgmkit.runs.folder import PICTURES, RunDir
 from dgmkit.runs.paths import record, resolve_data_dir
-from dgmkit.vae.config import REPO_ROOT, TrainConfig
+from dgmkit.vae.config import REPO_ROOT
 from dgmkit.vae.estimates import evaluate_loader, evaluation_record
-from dgmkit.vae.model import VAE
-from utils import decoder_mean_image
+from dgmkit.vae.evaluation import load_model, save_pictures
 
 PROG = "evaluate.py"
-
-
-@torch.inference_mode()
-def reconstruction_grid(model, imgs):
-    """Originals (top row) over their reconstructions (bottom row): decoder mean at z = posterior mean.
-
-    Args:
-        imgs: [N, 1, 28, 28] long levels 0..L-1.
-    Returns:
-        [3, H, W] float grid in [0, 1] (CPU), N columns, 2 rows.
-    """
-    mean, _ = model.encoder(imgs)  # [N, D]
-    recon = decoder_mean_image(model.decoder(mean))  # [N, 1, 28, 28] in [0, 1]
-    both = torch.cat([imgs.float() / (model.levels - 1), recon]).cpu()  # [2N, 1, 28, 28]
-    return torchvision.utils.make_grid(both, nrow=len(imgs)).clamp(0, 1)
-
-
-@torch.inference_mode()
-def interpolation_grid(model, first, second, steps=10):
-    """Latent interpolations: one row per pair, [x_a, `steps` decoder means, x_b].
-
-    z_t = (1 - t) mu_a + t mu_b for t = 0, 1/(steps-1), ..., 1, mu the posterior means.
-    Args:
-        first, second: [P, 1, 28, 28] long levels 0..L-1, the two ends of P pairs.
-    Returns:
-        [3, H, W] float grid in [0, 1] (CPU), P rows of steps + 2 images.
-    """
-    mu_a, _ = model.encoder(first)  # [P, D]
-    mu_b, _ = model.encoder(second)  # [P, D]
-    t = torch.linspace(0, 1, steps, device=mu_a.device).view(1, steps, 1)  # [1, S, 1]
-    z = (1 - t) * mu_a.unsqueeze(1) + t * mu_b.unsqueeze(1)  # [P, S, D]
-    decoded = decoder_mean_image(model.decoder(z.flatten(0, 1)))  # [P*S, 1, 28, 28]
-    decoded = decoded.view(len(first), steps, *decoded.shape[1:])  # [P, S, 1, 28, 28]
-    top = model.levels - 1
-    rows = torch.cat([first.float().unsqueeze(1) / top, decoded, second.float().unsqueeze(1) / top], dim=1)  # [P, S+2, 1, 28, 28]
-    return torchvision.utils.make_grid(rows.flatten(0, 1).cpu(), nrow=steps + 2).clamp(0, 1)
-
-
-def first_images(loader, count):
-    """The first `count` images of a loader (fewer if it is smaller): [n, 1, 28, 28] long."""
-    taken, total = [], 0
-    for imgs, _ in loader:
-        taken.append(imgs)
-        total += len(imgs)
-        if total >= count:
-            break
-    return torch.cat(taken)[:count]
-
-
-def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, steps=10, written=None):
-    """Write reconstructions_<split>.png and interpolations_<split>.png into run_dir (and TensorBoard).
-
-    Uses the first 2 * count images of the split: images 0..count-1 for the reconstructions,
-    pairs (i, count + i) for the interpolations (fewer on a smaller split). Returns
-    {"reconstructions": file name, "interpolations": file name}; each name is also appended to `written`
-    (a list) as soon as its file is complete.
-    """
-    with eval_mode(model):
-        imgs = first_images(loader, 2 * count).to(model.device)  # [<=2*count, 1, 28, 28]
-        grids = {"reconstructions": reconstruction_grid(model, imgs[:count])}
-        pairs = min(count, len(imgs) // 2)
-        if pairs > 0:
-            grids["interpolations"] = interpolation_grid(model, imgs[:pairs], imgs[pairs:2 * pairs], steps)
-    names = {}
-    for kind, grid in grids.items():
-        run_dir.save_picture(kind, split, grid)
-        names[kind] = run_dir.picture_path(kind, split).name
-        if written is not None:
-            written.append(names[kind])
-        if writer is not None:
-            writer.add_image(f"eval_{split}/{kind}", grid, step)
-    return names
 
 
 def resolve_checkpoint(path):
@@ -117,25 +41,6 @@ def resolve_checkpoint(path):
     if path.is_dir():
         return RunDir(path).checkpoint("best"), RunDir(path)
     return path, RunDir.of_checkpoint(path)
-
-
-def load_model(path, device):
-    """Read a train_torch.py checkpoint safely (weights_only) and rebuild its VAE (its family: z_dim,
-    num_filters, flow, flow_length) on `device`, in eval mode. Returns (model, checkpoint dict)."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (give a run folder holding checkpoints/best.pt, "
-                              "or a .pt file written by train_torch.py)")
-    ckpt = load_checkpoint(path)
-    TrainConfig.check_saved(ckpt["args"], f"{path}, args")
-    args = ckpt["args"]
-    try:
-        model = VAE(int(args["num_filters"]), int(args["z_dim"]), float(args.get("lr", 1e-3)),
-                    args.get("flow", "none"), int(args.get("flow_length", 0)), 2 ** int(args.get("bits", 4)))
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"checkpoint {path} does not match the VAE of train_torch.py: "
-                              f"{first_line(error)}") from None
-    return model.to(device).eval(), ckpt
 
 
 def main(args):
