@@ -22,12 +22,13 @@ from torch.utils.tensorboard import SummaryWriter
 from dgmkit.cli.args import ArgumentParser, int_at_least, resolve_path, seed_type
 from dgmkit.cli.runner import run_cli
 from dgmkit.data.datasets import BITS, DATASETS, load_data
+from dgmkit.data.folders import resolve_data_dir
 from dgmkit.engine.hardware import resolve_device
 from dgmkit.errors import Interrupted, Terminated, UserError, signal_name_and_status
 from dgmkit.runs.atomic_io import check_destination
 from dgmkit.runs.checkpoints import CheckpointError
 from dgmkit.runs.folder import PICTURES, RunDir
-from dgmkit.runs.paths import record, resolve_data_dir
+from dgmkit.runs.paths import record
 from dgmkit.vae.config import REPO_ROOT
 from dgmkit.vae.estimates import evaluate_loader, evaluation_record
 from dgmkit.vae.evaluation import load_model, save_pictures

@@ -8,13 +8,13 @@ import torch
 
 from dgmkit.data.datasets import DATASETS, DataError, check_idx, quantize
 from dgmkit.places import REPO_ROOT
-from dgmkit.runs.paths import find_data_dir, resolve_data_dir
+from dgmkit.data.folders import find_data_dir, resolve_data_dir
 from formats import DASH, count
 
 
 def data_root(data_dir, dataset="fashion_mnist", run_dir=None):
     """The folder a record's data_dir names: resolved against the run folder `run_dir` that holds the record
-    (dgmkit.runs.paths.resolve_data_dir), or, without one, looked up as typed (find_data_dir)."""
+    (dgmkit.data.folders.resolve_data_dir), or, without one, looked up as typed (find_data_dir)."""
     return find_data_dir(data_dir, dataset) if run_dir is None else resolve_data_dir(data_dir, run_dir, dataset)
 
 

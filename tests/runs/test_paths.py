@@ -96,19 +96,6 @@ def test_a_typed_path_is_recorded_from_the_current_folder(tmp_path, monkeypatch)
     assert paths.same_folder("run/..", paths.resolve("..", run)) and not paths.same_folder("run", tmp_path)
 
 
-def test_the_data_folder_of_a_record(micro_data, tmp_path, monkeypatch):
-    """Against the run folder first; an older record's relative data_dir (as typed) through find_data_dir's
-    lookups; found nowhere: the run folder's reading (an error then names where the record points)."""
-    run = tmp_path / "logs" / "run"
-    run.mkdir(parents=True)
-    shutil.copytree(micro_data, tmp_path / "data")
-    assert paths.resolve_data_dir("../../data", run) == (tmp_path / "data").resolve()
-    assert paths.resolve_data_dir(str(micro_data), run) == Path(micro_data)
-    monkeypatch.chdir(tmp_path)
-    assert paths.resolve_data_dir("data", run) == (tmp_path / "data").resolve()  # as typed, from the cwd
-    assert paths.resolve_data_dir("nowhere", run) == (run / "nowhere").resolve()
-
-
 def test_a_command_line_records_its_paths_relative_to_the_file(tmp_path):
     out = tmp_path / "results" / "bench.json"
     argv = ["/x/part1/benchmark.py", "--steps", "3", "--out", str(out), f"--data_dir={tmp_path / 'data'}"]

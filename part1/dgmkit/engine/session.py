@@ -15,6 +15,7 @@ import torch
 
 from dgmkit.cli.args import resolve_path
 from dgmkit.data.datasets import load_data
+from dgmkit.data.folders import resolve_data_dir
 from dgmkit.engine import hardware
 from dgmkit.engine.hardware import resolve_device
 from dgmkit.engine.settings import RunConfig
@@ -68,7 +69,7 @@ def resumed_settings(config):
     # The log_dir of a run is the folder it lives in, where it is now (it may have been copied or moved; older
     # records hold the writer's absolute path): args.json records ".." again.
     merged["log_dir"] = str(resolve_path(config.resume, "--resume").parent)
-    merged["data_dir"] = str(paths.resolve_data_dir(merged["data_dir"], config.resume, merged["dataset"]))
+    merged["data_dir"] = str(resolve_data_dir(merged["data_dir"], config.resume, merged["dataset"]))
     for name in sorted(given):
         if new[name] == merged.get(name) or (name in paths.RECORDED and paths.same_folder(new[name], merged[name])):
             continue

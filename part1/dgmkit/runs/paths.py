@@ -21,7 +21,7 @@ logs/ and data/ in an archive), and it names nothing of the writing machine. An 
 home, user and checkout and is wrong everywhere else; a path as typed is relative to a working folder that no
 record keeps. (Paths on another Windows drive have no relative form and are recorded absolute.)
 
-How a record is read (`resolve`, `resolve_data_dir`). An absolute path (every record of older versions holds
+How a record is read (`resolve`; the data folder: dgmkit/data/folders.py's `resolve_data_dir`). An absolute path (every record of older versions holds
 them) is used as it is, exactly as before. A relative one is resolved against the run folder where it is now.
 The data folder also accepts the relative form older versions recorded (as typed, relative to the folder the
 command ran in): when the dataset is not found against the run folder, find_data_dir's lookups
@@ -33,8 +33,6 @@ against its own folder (RunDir.of_checkpoint): give --data_dir there.
 import os
 from pathlib import Path
 
-from dgmkit.data.datasets import DATASETS
-from dgmkit.places import PART1_DIR, REPO_ROOT
 
 RECORDED = ("data_dir", "log_dir", "resume")  # the settings that are paths (args.json, checkpoints' args)
 
@@ -76,37 +74,6 @@ def resolve(recorded, run_dir):
     if path.is_absolute():
         return path
     return absolute(Path(absolute(run_dir)) / path)
-
-
-def has_dataset(data_dir, dataset):
-    """Whether `data_dir` holds the dataset's raw/ folder (the files themselves are checked when loaded)."""
-    return (Path(data_dir) / DATASETS[dataset].folder / "raw").is_dir()
-
-
-def find_data_dir(data_dir, dataset="fashion_mnist"):
-    """A run's data_dir; a relative one (older runs stored it as typed) is looked up from here, the repo
-    root, then part1/ (where it holds the dataset's raw/ folder)."""
-    data_dir = Path(data_dir)
-    if data_dir.is_absolute():
-        return data_dir
-    for base in (Path.cwd(), REPO_ROOT, PART1_DIR):
-        if (base / data_dir / DATASETS[dataset].folder / "raw").is_dir():
-            return (base / data_dir).resolve()
-    return data_dir
-
-
-def resolve_data_dir(recorded, run_dir, dataset="fashion_mnist"):
-    """The data folder a record of the run folder `run_dir` names: absolute, as it is; relative, the run folder's
-    reading when the dataset is there, else find_data_dir's (a relative data_dir of an older version, as typed:
-    looked up from the current folder, the repository root, part1/), else the run folder's reading."""
-    path = Path(recorded).expanduser()
-    if path.is_absolute():
-        return path
-    against_run = resolve(path, run_dir)
-    if has_dataset(against_run, dataset):
-        return against_run
-    found = find_data_dir(path, dataset)
-    return found if found.is_absolute() else against_run
 
 
 def record_command(argv, typed_paths, folder):
