@@ -3,9 +3,11 @@ the paths a user typed resolved where they enter (a link loop or a dangling link
 inside --log_dir."""
 import argparse
 
+from pathlib import Path
+
 import pytest
 
-from dgmkit.cli.args import (SEED_MAX, ArgumentParser, int_at_least, positive_float, resolve_path, run_name_type,
+from dgmkit.cli.args import (SEED_MAX, ArgumentParser, absolute, int_at_least, positive_float, resolve_path, run_name_type,
                              seed_type)
 from dgmkit.errors import UserError
 
@@ -78,3 +80,14 @@ def test_resolve_path(tmp_path, monkeypatch):
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     with pytest.raises(UserError, match=r"^--log_dir dangling is a dangling symbolic link \(to .*nowhere\)"):
         resolve_path("dangling", "--log_dir")
+
+
+def test_absolute_resolves_without_raising(tmp_path, monkeypatch):
+    """The link-free absolute form (relative: from the current folder); a link loop, which resolve_path refuses
+    in one line, comes back as the plain absolute path instead of an exception."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    monkeypatch.chdir(tmp_path)
+    assert absolute("link/x") == (tmp_path / "real" / "x").resolve()
+    assert absolute("loop/x") == Path.cwd() / "loop" / "x"

@@ -3,6 +3,7 @@ argparse types with their ranges, and the paths a user typed resolved where they
 """
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,16 @@ def resolve_path(path, flag):
         raise UserError(f"{flag} {path} is a dangling symbolic link (to {resolved}); create that folder or fix "
                         "the link") from None
     return resolved
+
+
+def absolute(path):
+    """The absolute, link-free form of `path` (relative: to the current folder), without raising: a link loop
+    stays as it is (the command's own checks, resolve_path, refuse it in one line)."""
+    path = Path(path).expanduser()
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
 
 
 def run_name_type(text):

@@ -2,21 +2,11 @@
 recorded. A run records its data folder relative to its run folder (dgmkit/runs/paths.py); older versions recorded
 it absolute, or relative as typed (to the folder the command ran in), and those records keep working.
 """
-import os
 from pathlib import Path
 
+from dgmkit.cli.args import absolute
 from dgmkit.data.datasets import DATASETS
 from dgmkit.places import PART1_DIR, REPO_ROOT
-
-
-def _absolute(path):
-    """The absolute, link-free form of `path`, without raising (a link loop stays as it is: the command's own
-    checks refuse it in one line)."""
-    path = Path(path).expanduser()
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError):
-        return Path(os.path.abspath(path))
 
 
 def has_dataset(data_dir, dataset):
@@ -43,7 +33,7 @@ def resolve_data_dir(recorded, run_dir, dataset="fashion_mnist"):
     path = Path(recorded).expanduser()
     if path.is_absolute():
         return path
-    against_run = _absolute(_absolute(run_dir) / path)
+    against_run = absolute(absolute(run_dir) / path)
     if has_dataset(against_run, dataset):
         return against_run
     found = find_data_dir(path, dataset)

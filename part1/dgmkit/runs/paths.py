@@ -33,18 +33,10 @@ against its own folder (RunDir.of_checkpoint): give --data_dir there.
 import os
 from pathlib import Path
 
+from dgmkit.cli.args import absolute
+
 
 RECORDED = ("data_dir", "log_dir", "resume")  # the settings that are paths (args.json, checkpoints' args)
-
-
-def absolute(path):
-    """The absolute, link-free form of `path` (relative: to the current folder), without raising: a link loop
-    stays as it is (the command's own checks, cli.args.resolve_path, refuse it in one line)."""
-    path = Path(path).expanduser()
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError):
-        return Path(os.path.abspath(path))
 
 
 def record(path, folder):
