@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from dgmkit.engine import epoch
 from dgmkit.engine.epoch import CompiledOrEager, autocast
 from dgmkit.errors import NonFiniteLossError
 from dgmkit.vae.bounds import objective
@@ -116,3 +117,69 @@ def test_a_compile_failure_is_one_line_and_training_goes_on(monkeypatch, capsys)
     assert len(err) == 1 and "torch.compile failed (InductorError: no working C++ compiler)" in err[0]
     step(imgs)  # later calls go straight to eager: no second warning
     assert capsys.readouterr().err == ""
+
+
+# ---- CompiledOrEager's fallback, found by mutation testing (tests/mutation/README.md) ----
+
+def noisy(x):
+    """The step being compiled: x plus fresh noise from the global CPU RNG."""
+    return x + torch.rand(3)
+
+
+def fake_compile(fail_on_calls, first_line="InductorError: no working C++ compiler"):
+    """A torch.compile whose compiled function runs fn on the calls not in fail_on_calls (1-based) and, on those,
+    draws noise (as a failing compilation may) and raises RuntimeError(first_line + more lines)."""
+    def compile_(fn, mode=None):
+        calls = {"n": 0}
+
+        def compiled(*args):
+            calls["n"] += 1
+            if calls["n"] in fail_on_calls:
+                torch.rand(5)  # the failed attempt consumes noise
+                raise RuntimeError(f"{first_line}\nlong details")
+            return fn(*args)
+        return compiled
+    return compile_
+
+
+def test_a_first_call_failure_after_drawing_noise_retries_with_the_callers_noise(monkeypatch, capsys):
+    """A compilation that fails on the first call after drawing noise: the eager retry draws what an eager call from
+    the same RNG state draws, and the stream goes on from there. Kills every mutant that does not save the RNG state
+    on the first call or does not restore it: `self.calls != 0`, `< 0`, `> 0`, `== 1`, `== -1`,
+    `not self.calls == 0`, `self.calls = 1` / `-1` at construction, `if state is None`, `if not state is not None`."""
+    monkeypatch.setattr(torch, "compile", fake_compile({1}))
+    x = torch.zeros(3)
+    step = epoch.CompiledOrEager(noisy)
+    torch.manual_seed(1)
+    retried, after = step(x), torch.rand(2)
+    torch.manual_seed(1)
+    eager, eager_after = noisy(x), torch.rand(2)
+    assert torch.equal(retried, eager) and torch.equal(after, eager_after)
+    assert "torch.compile failed (InductorError: no working C++ compiler)" in capsys.readouterr().err
+
+
+def test_the_warning_quotes_at_most_160_characters_of_the_errors_first_line(monkeypatch, capsys):
+    """A 200-character first line is cut to its first 160 characters in the one-line warning. Kills `[:161]` and
+    `[:159]`."""
+    line = "".join(chr(ord("a") + k % 26) for k in range(200))
+    monkeypatch.setattr(torch, "compile", fake_compile({1}, first_line=line))
+    epoch.CompiledOrEager(noisy)(torch.zeros(3))
+    (warning,) = [text for text in capsys.readouterr().err.splitlines() if text.strip()]
+    assert f"torch.compile failed ({line[:160]}); continuing without compilation" in warning
+
+
+def test_a_later_failure_does_not_rewind_the_noise(monkeypatch):
+    """Pins the documented trade-off "a failure on the first call restores the CPU random state": the state
+    is saved on the first call only, not on every step): a compilation that works on call 1 and fails on call 2
+    after drawing noise; the eager retry of call 2 draws the numbers after the failed attempt's. Kills
+    `self.calls >= 0` and `self.calls += 0` (the state saved, and restored, on every call)."""
+    monkeypatch.setattr(torch, "compile", fake_compile({2}))
+    x = torch.zeros(3)
+    step = epoch.CompiledOrEager(noisy)
+    torch.manual_seed(2)
+    first, second = step(x), step(x)
+    torch.manual_seed(2)
+    expected_first = x + torch.rand(3)
+    torch.rand(5)  # what the failed attempt drew
+    expected_second = x + torch.rand(3)
+    assert torch.equal(first, expected_first) and torch.equal(second, expected_second)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dgmkit.gan.model import (GAN, build, discriminator_loss, discriminator_step, generator_loss, generator_step,
-                              to_levels, to_unit, train_epoch)
+from dgmkit.gan.model import (GAN, Generator, build, discriminator_loss, discriminator_step, generator_loss,
+                              generator_step, to_levels, to_unit, train_epoch)
 
 LR = 2e-4
 
@@ -263,3 +263,47 @@ def test_build_optimizers_and_state_dict():
     a = gan.sample(3)
     torch.manual_seed(0)
     assert torch.equal(a, fresh.sample(3))
+
+
+# ---- found by mutation testing (tests/mutation/README.md) ----
+
+def test_interpolation_every_point_is_k_eighths_of_the_way():
+    """interpolate(z0, z1) with 7 steps: image k (k = 0..8) is G(z0 + (z1 - z0) k / 8) in eval mode, the ends
+    exactly and the inner points up to one level of rounding (the module writes (1 - t) z0 + t z1); each inner
+    point differs from both ends by more than a level.
+    Kills `z[+1]`, `z[1]`, `z[~1]`, `z[-2]` (an inner point replaced by G(z1)) and `z[1], z[-1] = z0[0], ...` (the
+    second point replaced by G(z0)) in the assignment of the ends."""
+    torch.manual_seed(4)
+    gan = GAN()
+    with torch.no_grad():  # a steeper output layer: neighbouring points differ by several levels (at init by ~1)
+        [m for m in gan.generator.modules() if isinstance(m, nn.Linear)][-1].weight.mul_(20)
+    z0, z1 = torch.randn(100), torch.randn(100)
+    imgs = gan.interpolate(z0, z1)                                           # [9, 1, 28, 28]
+    generator = gan.generator.eval()
+    with torch.no_grad():
+        expected = [((generator((z0 + (z1 - z0) * k / 8).view(1, -1)) + 1) / 2 * 255).round().long()[0]
+                    for k in range(9)]
+    assert torch.equal(imgs[0], expected[0]) and torch.equal(imgs[8], expected[8])
+    for k in range(1, 8):
+        assert (imgs[k] - expected[k]).abs().max().item() <= 1, k
+        assert (imgs[k] - expected[0]).abs().max().item() > 1 and (imgs[k] - expected[8]).abs().max().item() > 1, k
+
+
+def test_the_generator_defaults_to_the_templates_100_latent_dimensions():
+    """Generator() on its own (the 2019 template's z of 100 dimensions). Kills `latent_dim=101` / `=99` as
+    Generator's default."""
+    generator = Generator()
+    first = [m for m in generator.modules() if isinstance(m, nn.Linear)][0]
+    assert generator.latent_dim == 100 and first.in_features == 100
+    assert generator.eval()(torch.zeros(2, 100)).shape == (2, 1, 28, 28)
+
+
+def test_build_defaults_are_the_dcgan_settings():
+    """build() with no arguments: a 100-dimensional, 256-level GAN on the CPU and Adam(lr 2e-4, betas (0.5, 0.999))
+    per player (the docstring's DCGAN settings). Kills `lr=1.0002` as build's default."""
+    gan, optimizer_g, optimizer_d = build()
+    assert gan.latent_dim == 100 and gan.levels == 256 and gan.device == torch.device("cpu")
+    for optimizer in (optimizer_g, optimizer_d):
+        (group,) = optimizer.param_groups
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert group["lr"] == 2e-4 and group["betas"] == (0.5, 0.999)
