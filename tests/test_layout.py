@@ -84,6 +84,7 @@ def test_pyproject_installs_one_package_and_the_assignments_modules():
         assert 'if __name__ == "__main__":' in (PART1 / f"{name}.py").read_text(), name
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds
 def test_the_installed_library_exposes_no_script_module(tmp_path):
     """Imported from a folder outside the checkout (so only site-packages is searched): the package and the
     assignment's modules import, the scripts do not."""
