@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import quantized_images
-from dgmkit.vae.bounds import elbo_per_image, iw_log_likelihood, log_weights, objective
+from dgmkit.vae.bounds import elbo_per_image, iw_log_likelihood, log_weights, objective, single_sample_elbo
 from dgmkit.vae.model import VAE
 from hand_maths import BITS, hand_single_sample, hand_weights, images, kl_closed, make_model
 from utils import KLD, log_px_given_z
@@ -262,3 +262,18 @@ def test_objective_compares_the_name_by_value():
         torch.manual_seed(19)
         results[label] = objective(model, imgs, name, 3)["loss"]
     assert torch.equal(results["built"], results["literal"]) and not torch.equal(results["built"], results["elbo"])
+
+
+def test_single_sample_elbo_is_per_image_by_default():
+    """single_sample_elbo(model, imgs) without per_image: the float64 [B] terms of evaluation (with the closed-form
+    KL per dimension), as elbo_per_image gives them. Kills `per_image=False` as the default."""
+    model = make_model("none", 0)
+    imgs = images(3, 42)
+    torch.manual_seed(5)
+    terms = single_sample_elbo(model, imgs)
+    assert terms["rec"].shape == (3,) and terms["rec"].dtype == torch.float64
+    assert terms["kl"].shape == (3,) and terms["kl_per_dim"].shape == (3, 3)
+    assert torch.allclose(terms["kl"], terms["kl_per_dim"].sum(dim=1))
+    torch.manual_seed(5)
+    explicit = single_sample_elbo(model, imgs, per_image=True)
+    assert torch.equal(terms["nelbo"], explicit["nelbo"])

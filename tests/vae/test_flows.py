@@ -306,3 +306,13 @@ def test_flow_takes_kind_and_sizes_by_value():
     assert torch.equal(built[0], literal[0]) and torch.equal(built[1], literal[1])
     z_long, log_det = flows.flow("planar", torch.zeros(1, 20), 0.01 * torch.randn(1, 410, generator=gen), 10)
     assert z_long.shape == (1, 20) and torch.isfinite(log_det).all()
+
+
+@pytest.mark.parametrize("kind,one", [("planar", 3), ("radial", 3)])
+def test_param_count_refuses_a_latent_space_without_dimensions(kind, one):
+    """param_count's guard: z_dim 0 (or less) is refused with ValueError, z_dim 1 is the smallest allowed (planar
+    2*1 + 1 = 3: u, w, b; radial 1 + 2 = 3: z0, alpha, beta). Kills `int(z_dim) < 0` (z_dim 0 accepted)."""
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="z_dim must be a positive integer"):
+            param_count(kind, bad)
+    assert param_count(kind, 1) == one

@@ -135,3 +135,24 @@ def test_sample_draws_from_each_pixels_categorical():
     assert set(samples.unique().tolist()) == {3, 9}
     fraction_nine = (samples == 9).float().mean().item()
     assert abs(fraction_nine - 0.5) < 4 * math.sqrt(0.25 / samples.numel())
+
+
+def test_a_flow_kind_of_none_has_no_layers_whatever_the_length():
+    """VAE(..., flow="none", flow_length=3): no flow layers (flow_length 0), for the literal and for a string built
+    at run time (as a checkpoint's args or argparse hand it over), with the plain model's parameters. Kills
+    `flow >= "none"` and `flow is not "none"` in the flow_length guard."""
+    plain = sum(p.numel() for p in VAE(4, 2, 1e-3).parameters())
+    for kind in ("none", "".join(["no", "ne"])):
+        model = VAE(4, 2, 1e-3, kind, 3)
+        assert model.flow_length == 0
+        assert sum(p.numel() for p in model.parameters()) == plain
+
+
+def test_a_flow_without_a_length_has_no_layers():
+    """VAE(..., flow="planar") with the default flow_length: 0 layers (the docstring's "0: the plain diagonal
+    Gaussian"), the plain model's parameters. Kills `flow_length=1` and `flow_length=-1` as the default."""
+    plain = sum(p.numel() for p in VAE(4, 2, 1e-3).parameters())
+    for kind in ("planar", "radial"):
+        model = VAE(4, 2, 1e-3, kind)
+        assert model.flow_length == 0
+        assert sum(p.numel() for p in model.parameters()) == plain
