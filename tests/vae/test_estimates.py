@@ -8,9 +8,9 @@ import torch
 
 from conftest import quantized_images
 from dgmkit.data.datasets import CLASSES
-from dgmkit.vae.estimates import evaluate_loader, summarize
+from dgmkit.vae.estimates import evaluate_loader, evaluation_record, summarize
 from dgmkit.vae.model import VAE
-from hand_maths import BITS
+from hand_maths import BITS, images, make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,3 +134,51 @@ def test_evaluation_is_seeded_and_leaves_the_caller_alone(small_model):
     assert (first["num_images"], first["iw_samples"]) == (40, 3)
     assert first["iw_bpd"] == pytest.approx(first["iw_nats"] / 784 / math.log(2))
     assert 0 < first["iw_bpd"] < first["bpd"] < 8
+
+
+# ---- found by mutation testing (tests/mutation/README.md) ----
+
+def test_evaluation_record_lists_each_images_negative_iw_bound_in_bpd():
+    """per_image_iw_bpd is -iw / (784 ln 2) per image, in loader order, by hand. Kills `+per_image["iw"]` and
+    `(per_image["iw"])` (the sign dropped) in evaluation_record."""
+    per_image = {"nelbo": torch.tensor([1100.0, 2100.0], dtype=torch.float64),
+                 "rec": torch.tensor([1000.0, 2000.0], dtype=torch.float64),
+                 "kl": torch.tensor([100.0, 100.0], dtype=torch.float64),
+                 "iw": torch.tensor([-1000.0, -2000.0], dtype=torch.float64), "labels": torch.tensor([0, 1]),
+                 "mean": torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), "kl_per_dim": None,
+                 "dims": 784, "num_samples": 5}
+    record = evaluation_record(per_image, checkpoint="x")
+    expected = [1000.0 / (784 * math.log(2)), 2000.0 / (784 * math.log(2))]
+    assert len(record["per_image_iw_bpd"]) == 2
+    assert all(abs(a - b) < 1e-12 for a, b in zip(record["per_image_iw_bpd"], expected))
+    assert record["checkpoint"] == "x" and abs(record["iw_bpd"] - sum(expected) / 2) < 1e-12
+
+
+def one_batch():
+    return [(images(3, 42), torch.tensor([0, 1, 2]))]
+
+
+def test_evaluate_loader_defaults_and_no_graph():
+    """The defaults: K = 100 importance samples, seed 0 (the same numbers as seed=0, not as seed=1), no progress
+    bar; the per-image values hold no autograd graph (the parameters require grad). Kills `num_samples=101` / `99`,
+    `seed=1` / `-1` as defaults and the removal of @torch.inference_mode()."""
+    model = make_model("none", 0)
+    out = evaluate_loader(model, one_batch())
+    assert out["num_samples"] == 100 and out["dims"] == 784 and out["iw"].shape == (3,)
+    assert torch.equal(out["iw"], evaluate_loader(model, one_batch(), seed=0)["iw"])
+    assert not torch.equal(out["iw"], evaluate_loader(model, one_batch(), seed=1)["iw"])
+    assert all(not out[key].requires_grad for key in ("nelbo", "rec", "kl", "iw", "mean"))
+
+
+def test_evaluate_loader_shows_its_bar_only_when_asked(capsys):
+    """progress=True: the "evaluating (K=2)" bar on stderr (not a terminal here); progress=False and the default:
+    none. Kills `progress is not None` / `not progress is None` (True: only on a terminal), `else progress` (the
+    flag inverted), `progress=True` as the default, and `leave=True` (the finished bar left on stderr)."""
+    model = make_model("none", 0)
+    evaluate_loader(model, one_batch(), num_samples=2, progress=True)
+    err = capsys.readouterr().err
+    assert "evaluating (K=2)" in err
+    assert err.endswith("\r") and "\n" not in err  # the bar is erased when the split is done (leave=False)
+    evaluate_loader(model, one_batch(), num_samples=2, progress=False)
+    evaluate_loader(model, one_batch(), num_samples=2)
+    assert "evaluating" not in capsys.readouterr().err
