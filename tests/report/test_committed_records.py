@@ -71,8 +71,8 @@ def test_the_scan_finds_absolute_paths(tmp_path):
     record.write_text(json.dumps({"data_dir": "/srv/data", "log_dir": "..", "note": "from /home/me/x, ok",
                                   "command": "benchmark.py --out C:\\runs\\b.json", "rel": "../../tmp/data"}))
     assert sorted(absolute_paths(record)) == ["/home/me/x", "/srv/data", "C:\\runs\\b.json"]
-    (tmp_path / "notes.md").write_text("see `/work/main/report` and ../shared/data\n")
-    assert absolute_paths(tmp_path / "notes.md") == ["/work/main/report"]
+    (tmp_path / "notes.md").write_text("see `/work/someone/report` and ../shared/data\n")
+    assert absolute_paths(tmp_path / "notes.md") == ["/work/someone/report"]
 
 
 def test_no_committed_report_file_holds_an_absolute_path():
