@@ -151,8 +151,8 @@ def test_help_lists_the_groups_in_order_with_each_flags_help(family):
                         r"evaluation|logging|hardware):$", text, re.M)
     assert [t.split()[0] for t in titles] == [g for g in settings.GROUPS if g in {
         settings._flags(family)[name].group for name in settings._flags(family)}]
-    for name, flag in settings._flags(family).items():
-        words = flag.help.format(**family.HELP).split()[:4]
+    for name, declared in settings._flags(family).items():
+        words = declared.help.format(**family.HELP).split()[:4]
         assert " ".join(words) in " ".join(text.split()), name  # the declared help, with the family's words
 
 

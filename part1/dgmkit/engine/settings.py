@@ -89,11 +89,10 @@ def flag(group, help, default=None, **how):
 
 def _value_kinds(annotation):
     """The Python types a stored value of a field may have: Path is stored as text; Optional adds None."""
-    args = typing.get_args(annotation)
-    base = [a for a in args if a is not type(None)] if args and typing.get_origin(annotation) is typing.Union else [annotation]
+    optional = typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(annotation)
+    base = [a for a in typing.get_args(annotation) if a is not type(None)] if optional else [annotation]
     kinds = {int: (int,), float: (int, float), str: (str,), bool: (bool,), Path: (str, Path), list: (list,)}
-    found = tuple(k for b in base for k in kinds.get(typing.get_origin(b) or b, (b,)))
-    return found + ((type(None),) if len(base) < len(args) else ())
+    return tuple(k for b in base for k in kinds.get(b, (b,))) + ((type(None),) if optional else ())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
