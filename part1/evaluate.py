@@ -25,11 +25,11 @@ from dgmkit.data.datasets import BITS, DATASETS, load_data
 from dgmkit.data.folders import resolve_data_dir
 from dgmkit.engine.hardware import resolve_device
 from dgmkit.errors import Interrupted, Terminated, UserError, signal_name_and_status
+from dgmkit.places import REPO_ROOT
 from dgmkit.runs.atomic_io import check_destination
 from dgmkit.runs.checkpoints import CheckpointError
 from dgmkit.runs.folder import PICTURES, RunDir
 from dgmkit.runs.paths import record
-from dgmkit.vae.config import REPO_ROOT
 from dgmkit.vae.estimates import evaluate_loader, evaluation_record
 from dgmkit.vae.evaluation import load_model, save_pictures
 

@@ -36,11 +36,12 @@ from dgmkit.cli.runner import run_cli
 from dgmkit.engine.session import RESUME_MAY_CHANGE
 from dgmkit.errors import EXIT_SIGINT, Interrupted, Terminated, UserError, signal_name_and_status
 from dgmkit.gan.config import GANConfig
+from dgmkit.places import PART1_DIR, REPO_ROOT
 from dgmkit.realnvp.config import RealNVPConfig
 from dgmkit.runs.atomic_io import write_json, write_text
 from dgmkit.runs.folder import RunDir, read_json
 from dgmkit.vae.bounds import OBJECTIVES
-from dgmkit.vae.config import PART1_DIR, REPO_ROOT, TrainConfig
+from dgmkit.vae.config import TrainConfig
 from dgmkit.vae.model import FLOW_KINDS
 
 PROG, SWEEP_JSON, SBATCH = "sweep.py", "sweep.json", "sweep.sbatch"

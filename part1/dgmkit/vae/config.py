@@ -6,15 +6,13 @@ RunConfig's; the common defaults are the VAE's.
 import dataclasses
 from typing import ClassVar
 
-from dgmkit.cli.args import int_at_least, run_name_type
+from dgmkit.cli.args import int_at_least
 from dgmkit.engine.settings import RunConfig, flag
-from dgmkit.places import PART1_DIR, REPO_ROOT
+from dgmkit.places import PART1_DIR
 from dgmkit.vae.bounds import OBJECTIVES
 from dgmkit.vae.model import FLOW_KINDS
 
 TRAIN_SCRIPT = PART1_DIR / "train_torch.py"
-__all__ = ["TrainConfig", "build_parser", "parse_train_args", "defaults", "run_name_type", "PART1_DIR", "REPO_ROOT",
-           "TRAIN_SCRIPT"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
