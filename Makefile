@@ -25,10 +25,15 @@ test-quick: $(VENV)/installed
 clean-venv:
 	rm -rf $(VENV)
 
-# make report-runs: the report's two trainings (z_dim 20, then z_dim 2); ARGS adds flags, e.g. --data_dir
-# make report:      figures, results.md and the report's table from the newest z20 and z2 runs (or RUN=, RUN_Z2=)
-RUN ?= $(lastword $(sort $(wildcard part1/VAE_logs/*_z20)))
-RUN_Z2 ?= $(lastword $(sort $(wildcard part1/VAE_logs/*_z2)))
+# make report-runs: the report's two trainings (z_dim 20, then z_dim 2) into part1/VAE_logs/; ARGS adds flags
+#                   (e.g. --data_dir)
+# make report:      report 2.8-2.10 (figures, results.md, the results table) again from the committed runs the report
+#                   names (REPORT_RUN, REPORT_RUN_Z2); from other runs only when named: RUN=<z20 run> [RUN_Z2=<z2 run>]
+#                   (make_figures.py refuses runs on other data than the report's title states)
+REPORT_RUN := report/runs/2026-11-21_12-52-57_z20
+REPORT_RUN_Z2 := report/runs/2026-11-21_12-55-57_z2
+RUN ?=
+RUN_Z2 ?=
 
 .PHONY: report report-runs
 
@@ -37,4 +42,5 @@ report-runs: $(VENV)/installed
 	$(PY) part1/train_torch.py $(ARGS) --z_dim 2
 
 report: $(VENV)/installed
-	$(PY) report/make_figures.py $(RUN) $(RUN_Z2)
+	$(if $(RUN_Z2),$(if $(RUN),,$(error RUN_Z2 needs RUN, the main (z_dim 20) run, too)))
+	$(PY) report/make_figures.py $(if $(RUN),$(RUN) $(RUN_Z2),$(REPORT_RUN) $(REPORT_RUN_Z2))

@@ -7,9 +7,12 @@ one resumable run folder per point.
 Flags after `--` go to every run unchanged (not the grid's own: --objective, --train_samples, --flow, --flow_length,
 --seed, --log_dir, --run_name, --resume). Each point is SWEEP_DIR/<objective>-k<K>_<flow>-l<L>_s<seed> (flow none:
 L 0; other families: <family>_s<seed>), run as a child process `python part1/train_torch.py` (train_realnvp.py,
-train_gan.py); a rerun skips finished runs (metrics.json), resumes
-interrupted ones (checkpoints/last.pt, passing only the flags a resume may change) and restarts those killed before
-their first checkpoint. SWEEP_DIR/sweep.json: the grid, the passthrough, each point's state. --slurm writes
+train_gan.py); a rerun skips finished runs (metrics.json), resumes interrupted ones (checkpoints/last.pt) and
+restarts those killed before their first checkpoint, removing a folder only under its lock (a point another process
+runs stops the sweep in one line, untouched). Runs carry the sweep's flags: a run with other settings than the flags
+after `--` give it is refused in one line before anything runs (use a new SWEEP_DIR), but for the flags a resume may
+change (session.RESUME_MAY_CHANGE), passed on to resumed runs; a typed --epochs above a finished run's extends it,
+one below is refused. SWEEP_DIR/sweep.json: the grid, the passthrough, each point's state. --slurm writes
 SWEEP_DIR/sweep.sbatch, a job array whose task i runs this script with --only i, and runs nothing. Exit statuses as
 train_torch.py's; a failed run stops the sweep with its status; SIGINT/SIGTERM are forwarded to the running child.
 """
@@ -132,47 +135,48 @@ def point_name(point, family="vae"):
     return "{objective}-k{train_samples}_{flow}-l{flow_length}_s{seed}".format(**point)
 
 
-def resume_flags(train):
-    """The passthrough flags a resume may change (session.RESUME_MAY_CHANGE), rebuilt from the config."""
-    flags = []
-    for name in (name for name in RESUME_MAY_CHANGE if name in train.given):
-        value = getattr(train, name)
-        if isinstance(value, bool):
-            flags.append(f"--{name}" if value else f"--no-{name}")
-        else:
-            flags += [f"--{name}", *map(str, value if isinstance(value, list) else [value])]
-    return flags
+def tested_epochs(run):
+    """The epochs a finished run was tested after: metrics.json's, else args.json's (0 when neither says)."""
+    found = [record.get("epochs") for record in (run.read_metrics(), run.read_args()) if record]
+    return next((n for n in found if isinstance(n, int) and not isinstance(n, bool)), 0)
 
 
-def point_state(run_dir):
+def point_state(run_dir, epochs=None):
+    """finished, interrupted (checkpoints/last.pt) or pending (no checkpoint or no folder); a finished run tested
+    after fewer epochs than a typed --epochs (`epochs`) is interrupted: resumed to train further."""
     run = RunDir(run_dir)
-    if run.is_finished():
+    if run.is_finished() and (epochs is None or epochs <= tested_epochs(run)):
         return "finished"
     return "interrupted" if run.has_checkpoint("last") else "pending"
 
 
-class BinaryToText:
-    """A binary sink over a text stream without a .buffer (e.g. a test's capture)."""
+def check_kept_settings(points, chosen, sweep_dir, train, family):
+    """Before anything runs or is written: a chosen point's run, unless pending, must have the settings (args.json) the
+    sweep's flags give it, but those a resume may change, and no more epochs than a typed --epochs; else one line."""
+    defaults, new = FAMILIES[family].defaults(), train.to_dict()
+    may_change = ", --".join(name for name in RESUME_MAY_CHANGE if name in defaults)  # the family's own flags
+    runs = [RunDir(sweep_dir / point_name(points[index], family)) for index in chosen]
+    for run in (run for run in runs if point_state(run.path) != "pending"):  # a pending point starts afresh
+        old = {**defaults, **(run.read_args() or new)}  # no args.json: the resume checks the checkpoint's
+        for name in (n for n in defaults if n not in (*RESUME_MAY_CHANGE, *GRID_OWNS) and old[n] != new[n]):
+            raise UserError(f"--{name}: {run} was trained with {old[name]}, the flags after -- give {new[name]}"
+                            f"{'' if name in train.given else ' (the default)'}; a sweep's runs keep their settings (a "
+                            f"rerun may change only --{may_change}): rerun with the flags they ran with, or use a "
+                            "new SWEEP_DIR")
+        if "epochs" in train.given and run.is_finished() and train.epochs < (done := tested_epochs(run)):
+            raise UserError(f"--epochs {train.epochs}: {run} finished {done} epochs and cannot be shortened; pass "
+                            f"--epochs {done} or more, or use a new SWEEP_DIR")
 
-    def __init__(self, stream):
-        self.stream = stream
 
-    def write(self, data):
-        self.stream.write(data.decode(errors="replace"))
-
-    def flush(self):
-        self.stream.flush()
-
-
-def relay(pipe, sink, held):
-    """Forward a child's stderr to `sink` as it comes (progress bars included), holding back only a complete
+def relay(pipe, write, held):
+    """Forward a child's stderr through `write` as it comes (progress bars included), holding back only a complete
     last line: what a failed run says, which the sweep folds into its own one line. held[0]: that line."""
     while chunk := os.read(pipe.fileno(), 65536):
         data = held[0] + chunk
         cut = data.rfind(b"\n", 0, len(data) - 1) + 1  # the start of the last line, complete or not
         cut = max(cut, data.rfind(b"\r") + 1)  # a progress bar's redraws (\r) go out at once
-        sink.write(data[:cut])
-        sink.flush()
+        write(data[:cut])
+        sys.stderr.flush()
         held[0] = data[cut:]
 
 
@@ -183,8 +187,9 @@ def run_child(command, name):
     process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE)
     held = [b""]
     sys.stderr.flush()  # what the sweep said before comes first
-    sink = getattr(sys.stderr, "buffer", None) or BinaryToText(sys.stderr)
-    relaying = threading.Thread(target=relay, args=(process.stderr, sink, held), daemon=True)
+    binary = getattr(sys.stderr, "buffer", None)  # none in a test's capture: text
+    write = binary.write if binary else lambda data: sys.stderr.write(data.decode(errors="replace"))
+    relaying = threading.Thread(target=relay, args=(process.stderr, write, held), daemon=True)
     relaying.start()
     try:
         status = process.wait()
@@ -201,24 +206,30 @@ def run_child(command, name):
     return status, last
 
 
-def run_point(index, points, sweep_dir, passthrough, train):
-    """Skip, resume or start one point; returns what was done: skip, resume or start."""
-    family = next(name for name, config in FAMILIES.items() if type(train) is config)
-    point, name = points[index], point_name(points[index], family)
-    run_dir = sweep_dir / name
-    state, command = point_state(run_dir), None
-    action, note = {"finished": ("skip", " (finished)"), "interrupted": ("resume", ""), "pending": ("start", "")}[state]
-    if state == "interrupted":
-        command = ["--resume", str(run_dir), *resume_flags(train)]
-    elif state == "pending":
-        command = [*(part for key, value in point.items() for part in (f"--{key}", str(value))),
-                   "--log_dir", str(sweep_dir), "--run_name", name, *passthrough]
-        if run_dir.is_dir():  # killed before its first checkpoint: nothing to keep
-            shutil.rmtree(run_dir)
-            note = " (removed its folder: no checkpoint)"
-    print(f"[{index + 1}/{len(points)}] {name}: {action}{note}", flush=True)
+def run_point(index, points, sweep_dir, args, train):
+    """Skip, resume or start one point; returns what was done: skip, resume or start. A folder is looked at
+    again, and removed, only under its lock: one that another process holds is a one-line UserError."""
+    point, name = points[index], point_name(points[index], args.family)
+    run_dir, epochs, note, command = sweep_dir / name, train.epochs if "epochs" in train.given else None, "", None
+    with contextlib.ExitStack() as hold:
+        if run_dir.is_dir() and point_state(run_dir, epochs) != "finished":
+            try:
+                hold.enter_context(RunDir(run_dir).locked())
+            except UserError as error:
+                raise UserError(f"cannot run point {name}: {error}; the sweep stopped, its folder untouched") from None
+        state = point_state(run_dir, epochs)
+        if state == "interrupted":
+            command = ["--resume", str(run_dir), *args.passthrough]  # check_kept_settings: only resumable ones differ
+        elif state == "pending":
+            command = [*(part for key, value in point.items() for part in (f"--{key}", str(value))),
+                       "--log_dir", str(sweep_dir), "--run_name", name, *args.passthrough]
+            if run_dir.is_dir():  # killed before its first checkpoint: nothing to keep (removed while locked)
+                shutil.rmtree(run_dir)
+                note = " (removed its folder: no checkpoint)"
+    action = {"finished": "skip", "interrupted": "resume", "pending": "start"}[state]
+    print(f"[{index + 1}/{len(points)}] {name}: {action}{' (finished)' * (state == 'finished') or note}", flush=True)
     if command is not None:
-        status, said = run_child([sys.executable, str(FAMILIES[family].SCRIPT), *command], name)
+        status, said = run_child([sys.executable, str(FAMILIES[args.family].SCRIPT), *command], name)
         if status != 0:
             how = f"status {status}" if status > 0 else f"signal {-status}"
             said = f": {said}" if said else ""
@@ -243,11 +254,10 @@ def write_summary(sweep_dir, args, points):
 
 def sbatch_text(args, points, sweep_dir):
     """The job array script: one task per point, each `sweep.py SWEEP_DIR --only i <grid> -- <passthrough>`."""
-    script = str(PART1_DIR / "sweep.py")
     grid = ["--family", args.family,
             *(part for name in GRID_FLAGS for part in (f"--{name}", *map(str, getattr(args, name))))]
     tail = ["--", *args.passthrough] if args.passthrough else []
-    commands = [shlex.join(["python", script, str(sweep_dir), "--only", str(i), *grid, *tail])
+    commands = [shlex.join(["python", str(PART1_DIR / "sweep.py"), str(sweep_dir), "--only", str(i), *grid, *tail])
                 for i in range(len(points))]
     directives = [("one array task per grid point (task i runs point i of sweep.json)", f"array=0-{len(points) - 1}"),
                   ("the job's name in squeue", f"job-name={args.job_name}"),
@@ -280,6 +290,8 @@ def main(args):
     sweep_dir = resolve_path(args.sweep_dir, "SWEEP_DIR")
     if args.slurm and args.only is not None:
         raise UserError("--only is what each array task runs; leave it out with --slurm")
+    chosen = range(len(points)) if args.only is None else [args.only]
+    check_kept_settings(points, chosen, sweep_dir, train, args.family)
     if args.slurm and any(not t or any(c.isspace() for c in t) for t in (str(sweep_dir), args.job_name,
                                                                           args.partition, args.time)):
         raise UserError("SWEEP_DIR, --job_name, --partition and --time go into #SBATCH lines: no spaces there")
@@ -292,11 +304,10 @@ def main(args):
         write_text(path, sbatch_text(args, points, sweep_dir))
         print(f"{path}: {len(points)} array tasks; submit with: sbatch {path}")
         return []
-    chosen = range(len(points)) if args.only is None else [args.only]
     start, actions = time.time(), []
     try:
         for index in chosen:
-            actions.append(run_point(index, points, sweep_dir, args.passthrough, train))
+            actions.append(run_point(index, points, sweep_dir, args, train))
     except (KeyboardInterrupt, Terminated) as stop:  # between two runs
         signame, status = signal_name_and_status(stop)
         raise Interrupted(f"stopped by {signame}; rerun the same command to continue", status) from None

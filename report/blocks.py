@@ -1,7 +1,13 @@
 """Writing the report's generated parts: a figure as a PNG (atomically), a block of Markdown between two markers
 of report.md (the text outside the markers is the author's and stays as it is) with its own copy in figures/, the
-comment that marks a block as generated, and a note on stderr."""
+comment that marks a block as generated, and a note on stderr.
+
+Every write and every removal goes through `record`, which keeps the list make_figures.py prints: the files it
+wrote and removed, also when a signal stops it half-way (SIGINT and SIGTERM are held back while a file is written
+and its record made, so a stop never falls between the two).
+"""
 import io
+import signal
 import sys
 
 from dgmkit.errors import UserError
@@ -9,12 +15,58 @@ from dgmkit.runs.atomic_io import write_bytes, write_text
 
 GENERATOR = "report/make_figures.py"  # the script that writes every generated part
 PROG = GENERATOR.rsplit("/", 1)[-1]  # its name at the start of its errors and notes
+STOPS = {signal.SIGINT, signal.SIGTERM}
+DONE = []  # ("wrote" or "removed", path) of this process's changes, in order; make_figures.main clears it
+
+
+def shown(path):
+    """A path for a one-line message: control characters (a newline in a folder's name) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+
+
+def record(action, path, change):
+    """change() (a write or a removal of `path`), then ("wrote" or "removed", path) appended to DONE, with SIGINT
+    and SIGTERM held back until both are done (they arrive right after)."""
+    mask = getattr(signal, "pthread_sigmask", None)  # POSIX; elsewhere the window is a few bytecodes
+    old = mask(signal.SIG_BLOCK, STOPS) if mask else None
+    try:
+        change()
+        DONE.append((action, path))
+    finally:
+        if mask:
+            mask(signal.SIG_SETMASK, old)
+
+
+def write_file(path, content):
+    """`content` (bytes or text) as the file `path`, atomically (dgmkit.runs.atomic_io), recorded."""
+    write = write_bytes if isinstance(content, bytes) else write_text
+    record("wrote", path, lambda: write(path, content))
+
+
+def remove_file(path, why):
+    """Remove the file `path`, if it is there, saying so on stderr (a note with `why`), recorded; whether it was."""
+    if not (path.is_file() or path.is_symlink()):
+        return False
+    record("removed", path, path.unlink)
+    note(f"removed {shown(path)}: {why}")
+    return True
+
+
+def done_text(report_path=None):
+    """What DONE holds, in words, for the one line of a stop: 'written before the stop: A, B; removed: C; the report
+    R was not updated', or 'nothing was written'."""
+    parts = [f"{label}: {', '.join(shown(p) for a, p in DONE if a == action)}"
+             for action, label in (("wrote", "written before the stop"), ("removed", "removed"))
+             if any(a == action for a, _ in DONE)]
+    if report_path is not None and DONE and ("wrote", report_path) not in DONE:
+        parts.append(f"the report {shown(report_path)} was not updated")
+    return "; ".join(parts) or "nothing was written"
 
 
 def save_figure(fig, path):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    write_bytes(path, buffer.getvalue())
+    write_file(path, buffer.getvalue())
 
 
 def replace_block(report, markers, block, path):
@@ -33,7 +85,7 @@ def generated_comment(origin):
 def write_section(markdown_path, title, block, report, markers, report_path):
     """Write a section's block as markdown_path (under '# title') and return the report text with the block
     between `markers` (replace_block)."""
-    write_text(markdown_path, f"# {title}\n\n{block}\n")
+    write_file(markdown_path, f"# {title}\n\n{block}\n")
     return replace_block(report, markers, block, report_path)
 
 

@@ -10,7 +10,8 @@ figures/manifold.png. Both runs go into figures/results.md, and the same Markdow
 between the results markers of report.md, so no number in the report is typed by hand. --study and
 --models_2019 write the study (2.11) and "The 2019 models" (Part 3) between their own markers. Run
 folders are read through part1/dgmkit/runs/finished.py and dgmkit/runs/folder.py (the one owner of
-their format); unfinished runs are refused before anything is written.
+their format); unfinished runs are refused before anything is written. Ctrl-C or SIGTERM stops it with one line
+that lists the files written (and removed) before the stop, exit status 130 or 143 (blocks.py keeps that list).
 
 One module per section: results_2021.py (RUN_DIR, RUN_DIR_Z2), study.py (--study), vae_gan_realnvp.py
 (--models_2019, --compare); this file parses the flags and runs the sections given, in that order.
@@ -25,14 +26,15 @@ except ModuleNotFoundError:
 if __name__ == "__main__":  # before numpy, matplotlib and torch: a signal while they import ends in one line
     startup.guard_startup()
 
+import blocks  # noqa: E402
 import results_2021  # noqa: E402
 import study  # noqa: E402
 import vae_gan_realnvp  # noqa: E402
 from blocks import PROG  # noqa: E402
 from dgmkit.cli.args import ArgumentParser, resolve_path  # noqa: E402
 from dgmkit.cli.runner import run_cli  # noqa: E402
-from dgmkit.errors import UserError  # noqa: E402
-from dgmkit.runs.atomic_io import check_writable, write_text  # noqa: E402
+from dgmkit.errors import Interrupted, Terminated, UserError, signal_name_and_status  # noqa: E402
+from dgmkit.runs.atomic_io import check_writable  # noqa: E402
 
 REPORT_DIR = Path(__file__).resolve().parent
 
@@ -40,7 +42,19 @@ REPORT_DIR = Path(__file__).resolve().parent
 def main(args):
     """Write the figures and results.md (and, with --study, the study; with --models_2019, "The 2019 models") into
     args.out_dir and update args.report; returns the written paths. Every input is checked before anything is
-    written."""
+    written; a signal stops it with one line listing what was written before the stop (blocks.DONE)."""
+    blocks.DONE.clear()
+    try:
+        written = make(args)
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, status = signal_name_and_status(stop)
+        raise Interrupted(f"stopped by {name}; {blocks.done_text(args.report)}", status) from None
+    for action, path in blocks.DONE:
+        print(f"{action} {path}")
+    return written
+
+
+def make(args):
     if args.run_dir is None and args.study is None and args.models_2019 is None:
         raise UserError("give a RUN_DIR, a --study SWEEP_DIR, --models_2019 DIR --compare DIR DIR, or several")
     if (args.models_2019 is None) != (args.compare is None):
@@ -60,9 +74,7 @@ def main(args):
     if args.models_2019 is not None:
         report, paths = vae_gan_realnvp.make(args.models_2019, args.compare, args.out_dir, report, args.report)
         written += paths
-    write_text(args.report, report)
-    for path in written + [args.report]:
-        print(f"wrote {path}")
+    blocks.write_file(args.report, report)
     return written + [args.report]
 
 

@@ -2,19 +2,26 @@
 sample grids as figures/bpd_curves.png and figures/samples.png and its evaluate.py pictures as
 figures/reconstructions.png and figures/interpolations.png; from a z_dim 2 run its manifold as figures/manifold.png;
 from both the results tables, as figures/results.md and between the report's results markers.
+
+The runs must be on the data the report's title states ('... a VAE on 4-bit FashionMNIST': dataset and bits), and
+on the same data as each other; anything else is one line before anything is written. A figure of an older run that
+the given runs have no picture for is removed, and the removal said (a stale figure must not pass for theirs).
 """
+import re
 from pathlib import Path
 
 import plots
-from blocks import generated_comment, note, replace_block, save_figure, write_section
-from dgmkit.runs.atomic_io import write_bytes
+from blocks import generated_comment, note, remove_file, replace_block, save_figure, shown, write_file, write_section
+from dgmkit.data.datasets import DATASETS
+from dgmkit.errors import UserError
 from dgmkit.runs.finished import load_finished_run
 from dgmkit.runs.folder import PICTURES, RunDir
 from dgmkit.vae.config import defaults
 from formats import DASH, count, number, number_pm, seconds, table
-from run_data import describe_data, describe_run_data, real_test_images
+from run_data import data_key, data_name, describe_data, describe_run_data, real_test_images, same_data
 
 MARKERS = ("<!-- results:begin -->", "<!-- results:end -->")
+TITLE_DATA = re.compile(r"\b(?:(\d)-bit|(binary)) (" + "|".join(s.folder for s in DATASETS.values()) + r")\b")
 LEGACY_FLAGS = {"compile": {False: "off", True: "on"}}  # args.json of runs from before --compile took a value
 
 
@@ -51,7 +58,7 @@ def evaluation_markdown(run):
     e = run["eval"]
     about = table(["checkpoint", "epoch", "data", "images", "K", "seed", "device", "wall time"],
                   [[f"`{Path(e['checkpoint']).name}`", number(e["epoch"]),
-                    describe_data(e["data_dir"], e.get("dataset", "fashion_mnist"), run["dir"]),
+                    describe_data(e["data_dir"], data_key(run)[0], run["dir"]),
                     number(e["num_images"]), number(e["iw_samples"]), number(e["seed"]), e["device"],
                     seconds(e["wall_time_s"])]])
     estimates = table(["estimate", "bpd", "nats per image"], [
@@ -117,12 +124,34 @@ def results_markdown(runs):
     return "\n\n".join(parts + ([brightness] if brightness else []))
 
 
+def stated_data(report):
+    """(dataset, bits) that the report's title (its first line) names, e.g. '... a VAE on 4-bit FashionMNIST', or
+    None when it names none."""
+    match = TITLE_DATA.search(report.split("\n", 1)[0])
+    if match is None:
+        return None
+    dataset = next(name for name, source in DATASETS.items() if source.folder == match[3])
+    return dataset, 1 if match[2] else int(match[1])
+
+
+def check_data(runs, report, report_path):
+    """A one-line UserError unless the runs are on one dataset at one bit depth, the one the report's title states."""
+    key = same_data(runs, "RUN_DIR and RUN_DIR_Z2")
+    stated = stated_data(report)
+    if stated is not None and key != stated:
+        dataset, bits = stated
+        raise UserError(f"{shown(runs[0]['dir'])} is a run on {data_name(key)} (its args.json), but the report "
+                        f"{shown(report_path)} is about {data_name(stated)} (its title): its results come only from "
+                        f"runs of `--dataset {dataset} --bits {bits}`; give such runs, or write another --report")
+
+
 def make(run_dir, run_dir_z2, out, report, report_path):
     """The results figures and tables from run_dir (and run_dir_z2, or None) into the folder `out`; returns (new
     report text, written paths). Everything is read (and every damaged file refused) before the first file is
     written."""
     runs = [load_finished_run(run_dir)] + ([load_finished_run(run_dir_z2)] if run_dir_z2 else [])
     replace_block(report, MARKERS, "", report_path)
+    check_data(runs, report, report_path)
     main_run, manifold_run = runs[0], runs[-1]
     data = describe_run_data(main_run["args"], folder=False, run_dir=main_run["dir"])
     figures = {"bpd_curves.png": plots.plot_bpd_curves(main_run, data),
@@ -139,14 +168,17 @@ def make(run_dir, run_dir_z2, out, report, report_path):
     written = []
     for name, content in [*figures.items(), *copies.items()]:
         if content is None:  # a figure of an older run must not pass for this one
-            if name in figures:
-                note(f"no {name} (the run has no pictures for it)")
-            (out / name).unlink(missing_ok=True)
+            source = {"samples.png": "samples_epoch_*.png", "manifold.png": "vae_manifold.png"}.get(
+                name, f"{name[:-4]}_test.png (evaluate.py)")
+            run = manifold_run if name == "manifold.png" else main_run
+            if not remove_file(out / name, f"`{run['name']}` has no {source} for it, and an older run's figure "
+                                           "must not pass for this one") and name in figures:
+                note(f"no {name} (`{run['name']}` has no {source})")
             continue
         if name in figures:
             save_figure(content, out / name)
         else:
-            write_bytes(out / name, content)
+            write_file(out / name, content)
         written.append(out / name)
     sources = ", ".join(f"`{r['name']}`" for r in runs)
     block = f"{generated_comment(f'from {sources}')}\n\n{block}"

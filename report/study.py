@@ -1,7 +1,8 @@
 """The study: one row per configuration of a sweep folder (runs named <config>_s<seed> by part1/sweep.py),
 mean ± sd over seeds, and the differences between configurations over training seeds (report/compare.py):
 per-seed differences, their mean, seed-level SE and 95% t-interval as the headline, the Monte Carlo SE over
-test images (from eval_test.json's per_image_iw_bpd) as a second figure. The report's section 2.11
+test images (from eval_test.json's per_image_iw_bpd) as a second figure. All runs must be on one dataset at one bit
+depth (a folder mixing them is refused in one line, not averaged into one row). The report's section 2.11
 (`make_figures.py --study SWEEP_DIR`): figures/study_val_bpd.png, figures/study_differences.png, figures/study.md
 and the block between the report's study markers.
 """
@@ -18,7 +19,7 @@ from dgmkit.errors import UserError
 from dgmkit.runs.finished import load_run
 from dgmkit.runs.folder import RunDir
 from formats import DASH, fixed, fixed_pm, interval, plural, table
-from run_data import describe_run_data
+from run_data import describe_run_data, same_data
 
 MARKERS = ("<!-- study:begin -->", "<!-- study:end -->")
 BASELINE = "elbo-k1_none-l0"
@@ -50,6 +51,8 @@ def load_study(sweep_dir):
             configs.setdefault(match["config"], {})[int(match["seed"])] = run
     if not configs:
         raise UserError(f"{sweep_dir} holds no finished run named like <objective>-k<K>_<flow>-l<L>_s<seed>")
+    # Runs on other data (dataset or bits) are refused, never averaged into one row.
+    same_data([run for runs in configs.values() for run in runs.values()], f"--study {sweep_dir}")
     return dict(sorted(configs.items(), key=lambda item: (item[0] != BASELINE, item[0])))
 
 

@@ -1,80 +1,30 @@
 """The report's section "The 2019 models" (Part 3, `make_figures.py --models_2019 DIR --compare REALNVP_DIR
 VAE_DIR`): the binary-MNIST VAE, the GAN and RealNVP (the figures the 2019 questions ask for), and the comparison of
-RealNVP's dequantization bound with the VAE's importance-weighted bound on 4-bit FashionMNIST over training seeds,
-as figures/models2019_*.png, figures/models_2019.md and between the report's models2019 markers.
+RealNVP's dequantization bound with the VAE's importance-weighted bound on the same data (in the report, 4-bit
+FashionMNIST) over training seeds, as figures/models2019_*.png, figures/models_2019.md and between the report's
+models2019 markers.
+
+Its runs are found and checked by runs_2019.py before anything is drawn (comparisons only of runs on the same data);
+labels and headings name the runs' own data, K and sizes.
 """
 import math
-from pathlib import Path
 
 import compare
 import plots
 from blocks import generated_comment, replace_block, save_figure, write_section
-from dgmkit.errors import UserError
-from dgmkit.runs.finished import load_run
 from dgmkit.runs.folder import RunDir
 from formats import count, fixed, signed, span, table
-from run_data import describe_run_data
+from run_data import data_key, data_name, describe_run_data
+from runs_2019 import load_comparison, load_models, load_timing, size
 
 MARKERS = ("<!-- models2019:begin -->", "<!-- models2019:end -->")
-ROLES = ("vae", "vae_z2", "gan", "realnvp")  # the runs of the section, told apart by their settings
-
-
-def role(args):
-    """Which of ROLES a run's settings (args.json) make it: its family's own settings tell."""
-    if "latent_dim" in args:
-        return "gan"
-    if "hidden_channels" in args:
-        return "realnvp"
-    return "vae_z2" if args.get("z_dim") == 2 else "vae"
-
-
-def finished_runs(folder):
-    """load_run of every finished run folder directly in `folder`, in name order."""
-    folders = sorted(p for p in Path(folder).iterdir() if p.is_dir() and RunDir(p).is_finished())
-    return [load_run(p) for p in folders]
-
-
-def load_models(folder):
-    """{role: run} of the section's four runs in `folder` (one each); a missing one is a one-line UserError."""
-    found = {}
-    for run in finished_runs(folder):
-        found.setdefault(role(run["args"]), run)
-    missing = [name for name in ROLES if name not in found]
-    if missing:
-        raise UserError(f"--models_2019 {folder}: no finished run for {', '.join(missing)} (binary-MNIST VAE with "
-                        "z_dim 20 and 2, train_gan.py, train_realnvp.py)")
-    return found
-
-
-def load_comparison(realnvp_folder, vae_folder):
-    """{seed: (realnvp run, vae run)}: RealNVP runs and the VAE's ELBO runs (K = 1, no flow) of the same seed."""
-    flows = {r["args"]["seed"]: r for r in finished_runs(realnvp_folder) if role(r["args"]) == "realnvp"}
-    vaes = {r["args"]["seed"]: r for r in finished_runs(vae_folder) if role(r["args"]) == "vae" and
-            r["args"].get("objective", "elbo") == "elbo" and r["args"].get("train_samples", 1) == 1 and
-            r["args"].get("flow", "none") == "none" and r["eval"] is not None}
-    pairs = {seed: (flows[seed], vaes[seed]) for seed in sorted(set(flows) & set(vaes))}
-    if len(pairs) < 2:
-        raise UserError(f"--compare {realnvp_folder} {vae_folder}: {len(pairs)} seed(s) with both a finished "
-                        "RealNVP run and a VAE ELBO run with eval_test.json; a seed-level interval needs 2 or more")
-    return pairs
-
-
-def load_timing(realnvp_folder):
-    """{"vae": run, "realnvp": run} of REALNVP_DIR/timing/ (short runs of both, one after the other on one
-    machine: the side-by-side seconds per epoch), or None when that folder is absent."""
-    folder = Path(realnvp_folder) / "timing"
-    if not folder.is_dir():
-        return None
-    found = {role(r["args"]): r for r in finished_runs(folder)}
-    if not {"vae", "realnvp"} <= found.keys():
-        raise UserError(f"{folder}: needs one finished VAE run and one RealNVP run (the side-by-side timing)")
-    return {"vae": found["vae"], "realnvp": found["realnvp"]}
 
 
 def timing_text(timing):
     if timing is None:
         return "No side-by-side timing was recorded (REALNVP_DIR/timing/)."
-    (vae, nvp), machine = (timing[k]["metrics"] for k in ("vae", "realnvp")), timing["realnvp"]["metrics"]["machine"]
+    vae, nvp = (timing[k]["metrics"] for k in ("vae", "realnvp"))
+    machine = nvp.get("machine") or {}
     ratio = nvp["seconds_per_epoch"] / vae["seconds_per_epoch"]
     return (f"Side by side on one machine ({machine.get('device_name', '?')}, torch {machine.get('torch', '?')}, "
             f"{machine.get('threads', '?')} thread(s); `timing/`, {vae['epochs']} and {nvp['epochs']} epochs, run "
@@ -118,7 +68,7 @@ def plot_interpolation(run, data):
     ax = fig.add_subplot()
     ax.imshow(plots.read_png(RunDir(run["dir"]).figure_path("interpolation")), cmap="gray", interpolation="nearest")
     ax.set_axis_off()
-    a, b = run["metrics"].get("interpolation_labels", ["?", "?"])
+    a, b = [*run["metrics"].get("interpolation_labels", []), "?", "?"][:2]
     ax.set_title(f"G(z) along z0 -> z1 in 7 steps (ends included); nearest training digits of the ends: {a}, {b}\n"
                  f"{data}", fontsize=9)
     return fig
@@ -128,8 +78,8 @@ def figures(models, pairs, result, data):
     """{file name: figure} of the section (data: {role: text naming the data of that run})."""
     nvp_curve = dict(quantity="Dequantization bound on -log P(x)", ylabel="bits per dimension (upper bound)")
     diff = plots.new_figure(figsize=(7.2, 3.6), dpi=150, layout="constrained")
-    compare.plot_differences([("RealNVP − VAE (IW, K = 1000)", result)], diff, "difference in test bpd "
-                             "(negative: RealNVP lower)")
+    compare.plot_differences([(f"RealNVP − VAE (IW, K = {iw_samples(pairs)})", result)], diff, "difference in test "
+                             "bpd (negative: RealNVP lower)")
     diff.axes[0].set_ylim(-0.6, 0.8)  # one row: the dots at 0, the mean and interval just above
     diff.axes[0].set_title(f"Per-seed differences, mean, 95% t-interval ({len(pairs)} seeds)\n{data['compare']}",
                            fontsize=9)
@@ -151,15 +101,18 @@ def figures(models, pairs, result, data):
 def markdown(models, pairs, result, data, names, timing=None):
     """The section's Markdown: what each run reached, the figures, and the comparison with its limits."""
     vae, gan, nvp = models["vae"]["metrics"], models["gan"]["metrics"], models["realnvp"]["metrics"]
+    on = {key: data_name(data_key(run)) for key, run in models.items()}
+    binary = " (`--bits 1`)" if data_key(models["vae"])[1] == 1 else ""
     rows = [
-        ("VAE, binary MNIST (`--bits 1`), z_dim 20", data["vae"], f"test IW bpd (K = {vae.get('iw_samples')}) "
-         f"{fixed(vae.get('test_iw_bpd'))} ± {fixed(vae.get('test_iw_bpd_se'))}; ELBO {fixed(vae['test_bpd'])}"),
-        ("VAE, binary MNIST, z_dim 2", data["vae_z2"],
+        (f"VAE, {on['vae']}{binary}, z_dim {models['vae']['args'].get('z_dim')}", data["vae"],
+         f"test IW bpd (K = {vae.get('iw_samples')}) {fixed(vae.get('test_iw_bpd'))} ± "
+         f"{fixed(vae.get('test_iw_bpd_se'))}; ELBO {fixed(vae['test_bpd'])}"),
+        (f"VAE, {on['vae_z2']}, z_dim {models['vae_z2']['args'].get('z_dim')}", data["vae_z2"],
          f"test ELBO bpd {fixed(models['vae_z2']['metrics']['test_bpd'])}"),
-        ("GAN, 8-bit MNIST", data["gan"], f"last epoch: D(x) {fixed(gan.get('final_d_real'), 3)}, D(G(z)) "
+        (f"GAN, {on['gan']}", data["gan"], f"last epoch: D(x) {fixed(gan.get('final_d_real'), 3)}, D(G(z)) "
          f"{fixed(gan.get('final_d_fake'), 3)} (no likelihood)"),
-        ("RealNVP, 8-bit MNIST", data["realnvp"], f"test bpd {fixed(nvp['test_bpd'])} ± {fixed(nvp['test_bpd_se'])} "
-         f"(bound, {nvp.get('draws')} draws per image)"),
+        (f"RealNVP, {on['realnvp']}", data["realnvp"], f"test bpd {fixed(nvp['test_bpd'])} ± "
+         f"{fixed(nvp['test_bpd_se'])} (bound, {nvp.get('draws')} draws per image)"),
     ]
     run_rows = []
     for (label, where, reached), key in zip(rows, ("vae", "vae_z2", "gan", "realnvp")):
@@ -168,7 +121,7 @@ def markdown(models, pairs, result, data, names, timing=None):
                          fixed(m.get("seconds_per_epoch"), 2), f"{fixed(m['wall_time_s'], 0)} s"])
     seeds = ", ".join(str(s) for s in result["seeds"])
     nvp_runs, vae_runs = [p[0] for p in pairs.values()], [p[1] for p in pairs.values()]
-    params = nvp_runs[0]["metrics"].get("parameters")
+    sizes = [" / ".join(count(n) for n in sorted({size(r) for r in runs})) for runs in (nvp_runs, vae_runs)]
     seed_rows = []
     for seed, delta in zip(result["seeds"], result["deltas"]):
         nvp_m, vae_e = pairs[seed][0]["metrics"], pairs[seed][1]["eval"]
@@ -180,16 +133,21 @@ def markdown(models, pairs, result, data, names, timing=None):
     return "\n".join([
         table(["model", "data", "result", "epochs", "seconds / epoch", "wall time"], run_rows, rule="---"), "",
         *(f"![{name}](figures/{name})" for name in names), "",
-        f"**RealNVP against the VAE on 4-bit FashionMNIST** ({data['compare']}; seeds {seeds}; RealNVP "
-        f"`{nvp_runs[0]['name'].rsplit('_s', 1)[0]}` with {count(params)} parameters, the VAE 270,616; {speed}).",
-        "", table(["seed", "RealNVP test bpd (bound, SE over images)", "VAE test IW bpd, K = 1000", "difference"],
-                  seed_rows, rule="---"), "",
+        f"**RealNVP against the VAE on {data_name(data_key(nvp_runs[0]))}** ({data['compare']}; seeds {seeds}; "
+        f"RealNVP `{nvp_runs[0]['name'].rsplit('_s', 1)[0]}` with {sizes[0]} parameters, the VAE {sizes[1]}; {speed}).",
+        "", table(["seed", "RealNVP test bpd (bound, SE over images)", f"VAE test IW bpd, K = {iw_samples(pairs)}",
+                   "difference"], seed_rows, rule="---"), "",
         f"Mean difference {signed(result['mean'])} bpd, seed SE {fixed(result['seed_se'])}, 95% t-interval "
         f"{span(result['interval'])} ({len(result['seeds'])} seeds): **{compare.verdict(result['interval'])}**"
         f"{' for RealNVP' if result['interval'][1] < 0 or result['interval'][0] > 0 else ''}. The Monte Carlo SE "
         f"over test images of the mean difference, for these trained models, is {fixed(result['image_se'])}: a "
         f"second figure, {_relation(result['image_se'], result['seed_se'])} the seed SE.", "", timing_text(timing),
     ])
+
+
+def iw_samples(pairs):
+    """'1000': the K of the VAEs' importance-weighted bounds in the comparison ('100, 1000' when they differ)."""
+    return ", ".join(str(k) for k in sorted({vae["eval"]["iw_samples"] for _, vae in pairs.values()}))
 
 
 def _relation(image_se, seed_se):
@@ -205,7 +163,7 @@ def _mean(values):
 
 def data_of(run):
     """'MNIST subset: 2,048 train / 509 test images, 1-bit': the data a run read and its bits."""
-    return f"{describe_run_data(run['args'], folder=False, run_dir=run['dir'])}, {run['args']['bits']}-bit"
+    return f"{describe_run_data(run['args'], folder=False, run_dir=run['dir'])}, {data_key(run)[1]}-bit"
 
 
 def make(models_dir, compare_dirs, out_dir, report, report_path):

@@ -18,6 +18,11 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PART1 = REPO_ROOT / "part1"
 
+# One thread count for every run a test starts, in this process and in the scripts it runs: auto measures 1 thread
+# against the default on a busy machine, and the count changes the last bits of the sums that tests compare across
+# runs. Tests of that choice unset it themselves.
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
 # A cheap 2-epoch z_dim 2 run on the CPU: no scheduled sample grids, no final IW evaluation, no progress bar.
 SMALL = ["--epochs", "2", "--batch_size", "64", "--num_filters", "8", "--z_dim", "2", "--sample_epochs",
          "--final_iw_samples", "0", "--device", "cpu", "--no-progress_bar"]

@@ -1,10 +1,11 @@
 """dgmkit/errors.py: the exit statuses of part1/README.md's table, the errors' messages and kinds (a signal's error is
 a BaseException, so that an `except Exception` cannot swallow it), a signal's name and status, an error's first line."""
 import pytest
+import torch
 
 from dgmkit import errors
-from dgmkit.errors import (Diverged, Interrupted, NonFiniteLossError, Terminated, UserError, first_line,
-                           signal_name_and_status)
+from dgmkit.errors import (Diverged, Interrupted, NonFiniteLossError, Terminated, UserError, allocation_failure,
+                           first_line, signal_name_and_status)
 
 
 def test_the_exit_statuses_are_the_manuals():
@@ -44,3 +45,17 @@ def test_a_signals_name_and_status():
 ])
 def test_first_line(error, line):
     assert first_line(error) == line
+
+
+def test_allocation_failure_recognises_torchs_allocators():
+    """Issue 25, cause 11: torch's CPU allocator raises a RuntimeError, not a MemoryError, so a chunk too large for
+    memory was a traceback. A real failed allocation (an exabyte) is recognised with its size; so are MemoryError
+    and torch.OutOfMemoryError (CUDA's); any other RuntimeError is not."""
+    with pytest.raises(RuntimeError) as failed:
+        torch.empty(2 ** 60, dtype=torch.uint8)
+    assert allocation_failure(failed.value) == "could not allocate 1152921504.6 GB"
+    assert allocation_failure(MemoryError()) == "could not allocate the memory it needed"
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 8 GiB")
+    assert allocation_failure(cuda) == "could not allocate 2.00 GiB"
+    assert allocation_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert allocation_failure(ValueError("out of memory")) is None

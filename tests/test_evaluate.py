@@ -1,6 +1,7 @@
 """evaluate.py: the JSON, pictures and TensorBoard entries of an evaluation, a checkpoint path and the validation split,
-and a flow posterior rebuilt from its checkpoint (bad inputs: tests/end_to_end/test_bad_inputs_runs.py; the bounds
-it computes: tests/vae/test_bounds*.py, its statistics: tests/vae/test_estimates.py)."""
+and a flow posterior rebuilt from its checkpoint (bad inputs: tests/end_to_end/test_bad_inputs_runs.py; memory,
+signals, a text epoch and the record training writes too: test_hardening3_evaluate.py there; the bounds it computes:
+tests/vae/test_bounds*.py, its statistics: tests/vae/test_estimates.py)."""
 import json
 import shutil
 from pathlib import Path
@@ -46,9 +47,13 @@ def test_cli_writes_json_and_pictures(trained_run):
     result = run_script(["part1/evaluate.py", trained_run, "--iw_samples", "5", "--device", "cpu"])
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((trained_run / "eval_test.json").read_text())
-    assert {"checkpoint", "epoch", "split", "num_images", "iw_samples", "bpd", "bpd_se", "iw_bpd", "iw_bpd_se",
-            "gap_bpd", "gap_bpd_se", "rec_nats", "kl_nats", "nelbo_nats", "iw_nats", "active_units", "per_class",
-            "latents", "per_image_iw_bpd", "pictures", "seed", "device", "wall_time_s"} <= set(report)
+    assert {"written_by", "checkpoint", "epoch", "dataset", "bits", "split", "num_images", "iw_samples", "bpd",
+            "bpd_se", "iw_bpd", "iw_bpd_se", "gap_bpd", "gap_bpd_se", "rec_nats", "kl_nats", "nelbo_nats", "iw_nats",
+            "active_units", "per_class", "latents", "per_image_iw_bpd", "pictures", "seed", "batch_size",
+            "chunk_size", "device", "wall_time_s"} <= set(report)
+    assert (report["written_by"], report["dataset"], report["bits"], report["batch_size"], report["chunk_size"]) == (
+        "evaluate.py", "fashion_mnist", 4, 128, 2048)
+    assert "replaced" not in report and "replacing" not in result.stdout  # the run had no eval_test.json
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert report["checkpoint"].endswith("best.pt") and report["epoch"] == metrics["best_epoch"]
     assert report["split"] == "test" and (report["num_images"], report["iw_samples"]) == (20, 5)

@@ -1,13 +1,12 @@
-"""sweep.py: grid points and their names, the flags a resume passes on, and the SLURM job array script (a sweep's
-runs end to end, killed and rerun: tests/end_to_end/test_sweep_runs.py; bad input:
-tests/end_to_end/test_bad_inputs_runs.py)."""
+"""sweep.py: grid points and their names, and the SLURM job array script (a sweep's runs end to end, killed and
+rerun: tests/end_to_end/test_sweep_runs.py; bad input: tests/end_to_end/test_bad_inputs_runs.py; a point another
+process holds, and a rerun with other flags: tests/end_to_end/test_hardening3_sweep.py)."""
 import shlex
 import subprocess
 from argparse import Namespace
 
 from conftest import PART1, REPO_ROOT
-from dgmkit.vae.config import parse_train_args
-from sweep import cli, grid_points, parse_args, point_name, resume_flags
+from sweep import cli, grid_points, parse_args, point_name
 
 GRID4 = ["--objectives", "elbo", "iwae", "--train_samples", "2", "--flows", "none", "planar", "--flow_lengths", "2"]
 
@@ -28,10 +27,6 @@ def test_grid_points_and_names():
         "elbo-k1_none-l0_s7", "elbo-k1_none-l0_s0", "elbo-k1_radial-l3_s7", "elbo-k1_radial-l3_s0",
         "elbo-k1_radial-l4_s7", "elbo-k1_radial-l4_s0"]
     assert args.passthrough == [] and parse_args(["d", "--", "--epochs", "3"]).passthrough == ["--epochs", "3"]
-    # A resume gets only the passthrough flags a resume may change.
-    train = parse_train_args(["--data_dir", "x", "--lr", "0.01", "--epochs", "9", "--no-progress_bar",
-                              "--num_filters", "4", "--sample_epochs", "1", "2"])
-    assert resume_flags(train) == ["--epochs", "9", "--no-progress_bar", "--data_dir", "x", "--sample_epochs", "1", "2"]
 
 
 def slurm_script(sweep_dir, *flags):

@@ -30,3 +30,13 @@ def test_cli_ends_cleanly(mnist_8bit, tmp_path, capsys):
     train_realnvp.cli(["--data_dir", str(mnist_8bit), "--log_dir", str(tmp_path), *REALNVP_SMALL, "--epochs", "0",
                     "--run_name", "r"])
     assert capsys.readouterr().err == "" and (tmp_path / "r" / "metrics.json").is_file()
+
+
+def test_help_says_the_2019_flow_is_8_bit(capsys):
+    """Issue 25, cause 21: --help said --dataset mnist goes "with --bits 1" in 2019 (the VAE's words); the 2019 flow
+    is 8-bit."""
+    with pytest.raises(SystemExit):
+        train_realnvp.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--bits 1" not in text and "mnist (the 2019 assignment, 8-bit: --bits 8, the default)" in text
+    assert "fp32 only" in text and "0 < T <= 100" in text

@@ -2,6 +2,8 @@
 loss), 2 bad input, 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM. cli/runner.py turns each into one
 line on stderr and its status. Imports nothing of the project (every wing may raise these).
 """
+import re
+
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
 
@@ -42,3 +44,21 @@ def signal_name_and_status(stop):
 def first_line(error):
     """The first non-empty line of an exception's message (its type name when it has none)."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+_ALLOCATOR = re.compile(r"can't allocate memory|out of memory|not enough memory", re.IGNORECASE)
+
+
+def allocation_failure(error):
+    """'could not allocate 6.1 GB' (or less precise) when `error` is a failed allocation: a MemoryError, torch's
+    OutOfMemoryError (CUDA's, a RuntimeError), or the RuntimeError of torch's CPU allocator ("DefaultCPUAllocator:
+    can't allocate memory"); None for any other error. (Told apart by type and text, so this module needs no torch.)"""
+    text = str(error)
+    if not isinstance(error, MemoryError) and not (isinstance(error, RuntimeError) and (
+            type(error).__name__ == "OutOfMemoryError" or _ALLOCATOR.search(text))):
+        return None
+    size = re.search(r"allocate (\d+) bytes", text)
+    if size:
+        return f"could not allocate {int(size.group(1)) / 1e9:.1f} GB"
+    size = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text)
+    return f"could not allocate {size.group(1)}" if size else "could not allocate the memory it needed"

@@ -2,13 +2,13 @@
 the paths a user typed resolved where they enter (a link loop or a dangling link one line), run names that stay
 inside --log_dir."""
 import argparse
-
+import os
 from pathlib import Path
 
 import pytest
 
-from dgmkit.cli.args import (SEED_MAX, ArgumentParser, absolute, int_at_least, positive_float, resolve_path, run_name_type,
-                             seed_type)
+from dgmkit.cli.args import (INT_MAX, SEED_MAX, ArgumentParser, absolute, float_between, int_at_least, path_type,
+                             positive_float, resolve_path, run_name_type, seed_type)
 from dgmkit.errors import UserError
 
 
@@ -91,3 +91,66 @@ def test_absolute_resolves_without_raising(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert absolute("link/x") == (tmp_path / "real" / "x").resolve()
     assert absolute("loop/x") == Path.cwd() / "loop" / "x"
+
+
+# ---- issue 25: the ranges torch and Adam would refuse (cause 9), paths that are not UTF-8 (cause 16) ----
+
+def test_an_integer_beyond_64_bits_is_refused():
+    """torch's sizes are 64-bit: a larger count (--batch_size 10**30) was an overflow traceback inside torch."""
+    assert int_at_least(1)(str(INT_MAX)) == 2 ** 63 - 1
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^must be at most 2\*\*63 - 1 \(a 64-bit integer\), got "
+                                                         f"{2 ** 63}$"):
+        int_at_least(1)(str(2 ** 63))
+
+
+@pytest.mark.parametrize("text", ["1", "1.0", "1.5", "-0.1", "nan", "inf", "-inf"])
+def test_float_between_refuses_what_adams_beta_cannot_be(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=rf"^must be a number in \[0, 1\), got {text}$"):
+        float_between(0, 1, high_open=True)(text)
+
+
+def test_float_between_keeps_its_closed_ends():
+    beta = float_between(0, 1, high_open=True)
+    assert beta("0") == 0.0 and beta("0.999") == 0.999
+    temperature = float_between(0, 100, low_open=True)
+    assert temperature("100") == 100.0 and temperature("1e-3") == 0.001
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^must be a number in \(0, 100\], got 0$"):
+        temperature("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a number, got 'warm'"):
+        temperature("warm")
+
+
+NOT_UTF8 = os.fsdecode(b"runs\xff")  # what Python makes of a name with a byte that is not UTF-8
+
+
+def test_path_type_refuses_a_name_that_is_not_utf8():
+    assert path_type("runs/é") == Path("runs/é")
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        path_type(NOT_UTF8)
+    assert str(info.value).startswith("'runs\\xff' is not valid UTF-8 (TensorBoard and the run's records need")
+    with pytest.raises(argparse.ArgumentTypeError, match="holds a NUL character"):
+        path_type("a\0b")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'r\\xff' is not valid UTF-8"):
+        run_name_type(os.fsdecode(b"r\xff"))
+
+
+def test_resolve_path_refuses_a_name_that_is_not_utf8_typed_or_in_the_current_folder(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match=r"^--log_dir 'runs\\xff' is not valid UTF-8"):
+        resolve_path(NOT_UTF8, "--log_dir")
+    here = os.path.join(os.fsencode(tmp_path), b"cwd\xff")
+    os.mkdir(here)
+    monkeypatch.chdir(here)
+    with pytest.raises(UserError) as info:
+        resolve_path("logs", "--log_dir")  # typed in UTF-8, but the folder it is in is not
+    assert str(info.value).startswith("--log_dir logs: its absolute path '") and "cwd\\xff/logs' is not" in str(
+        info.value)
+    assert os.listdir(here) == []  # nothing was made
+
+
+def test_a_parser_error_quoting_a_newline_is_one_line(capsys):
+    """Issue 25 #17: argparse quotes what was typed (`train_gan.py $'a\\nb'`): its error stays one line."""
+    parser = ArgumentParser(prog="tool.py")
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["a\nb"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "tool.py: error: unrecognized arguments: a\\nb (see --help)\n"

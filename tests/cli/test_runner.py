@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from dgmkit.cli.runner import run_cli
+from dgmkit.cli.runner import one_line, run_cli
 from dgmkit.errors import Interrupted, NonFiniteLossError, Terminated, UserError
 
 
@@ -22,8 +22,13 @@ def raising(error):
     (OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), "/x/" + "y" * 300), 2,
      f"tool.py: error: /x/{'y' * 300}: {os.strerror(errno.ENAMETOOLONG)}"),
     (OSError("no strerror\nsecond line"), 2, "tool.py: error: no strerror"),
-    (MemoryError(), 2, "tool.py: error: out of memory: the model or a batch does not fit; lower --z_dim, "
-                       "--num_filters or the batch size"),
+    (MemoryError(), 2, "tool.py: error: out of memory (could not allocate the memory it needed): a batch or the "
+                       "model does not fit; lower the batch sizes, the samples per image or the model's size flags "
+                       "(see --help)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: you tried "
+                  "to allocate 96000000000 bytes. Error code 12 (Cannot allocate memory)"), 2,
+     "tool.py: error: out of memory (could not allocate 96.0 GB): a batch or the model does not fit; lower the batch "
+     "sizes, the samples per image or the model's size flags (see --help)"),
     (NonFiniteLossError("training", 3), 1, "tool.py: error: training, step 3"),
     (Interrupted("stopped by SIGTERM: last.pt holds epoch 2", 143), 143,
      "tool.py: stopped by SIGTERM: last.pt holds epoch 2"),
@@ -31,6 +36,28 @@ def raising(error):
     (Terminated(), 143, "tool.py: stopped by SIGTERM; nothing was written"),
 ])
 def test_each_failure_is_one_line_and_its_status(error, status, line, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli("tool.py", raising(error), None)
+    assert info.value.code == status
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_one_line_escapes_control_characters_and_line_breaks():
+    assert one_line("a\nb\r\tc\x1b[31md\x00\x7f\x85e\u2028f\u2029") == (
+        "a\\nb\\r\\tc\\x1b[31md\\x00\\x7f\\x85e\\u2028f\\u2029")
+    plain = "--log_dir /tmp/runs é 中 \\n 'quoted' \udcff"  # printable text (a backslash, a lone surrogate) as it is
+    assert one_line(plain) == plain
+
+
+# Issue 25, cause 17: a path holding a newline made the one-line error two lines.
+@pytest.mark.parametrize("error, status, line", [
+    (UserError("--resume /runs/a\nb: no checkpoint"), 2, "tool.py: error: --resume /runs/a\\nb: no checkpoint"),
+    (OSError(errno.EACCES, os.strerror(errno.EACCES), "/runs/a\nb"), 2,
+     f"tool.py: error: /runs/a\\nb: {os.strerror(errno.EACCES)}"),
+    (NonFiniteLossError("training\r", 3), 1, "tool.py: error: training\\r, step 3"),
+    (Interrupted("stopped by SIGINT: /runs/a\nb/last.pt holds epoch 1", 130), 130,
+     "tool.py: stopped by SIGINT: /runs/a\\nb/last.pt holds epoch 1")])
+def test_a_message_holding_a_newline_is_still_one_line(error, status, line, capsys):
     with pytest.raises(SystemExit) as info:
         run_cli("tool.py", raising(error), None)
     assert info.value.code == status
@@ -65,3 +92,9 @@ def test_sigterm_is_terminated_while_main_runs_and_the_handlers_come_back(capsys
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_runtime_error_that_is_not_an_allocation_keeps_its_traceback():
+    """A bug (a shape mismatch) is not a user's mistake: it propagates, traceback and all."""
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        run_cli("tool.py", raising(RuntimeError("mat1 and mat2 shapes cannot be multiplied")), None)

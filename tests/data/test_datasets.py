@@ -3,6 +3,7 @@ rational arithmetic), the seeded train/validation split, loaders that keep image
 generator, the CUDA path's DeviceBatches, MNIST from its own folder, missing files in one line, and torchvision's
 cache never read. The assignment's fmnist module: tests/test_fmnist.py."""
 import math
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from conftest import generated_data, make_images, write_idx
 from dgmkit.data.datasets import (RAW_FILES, DataError, DeviceBatches, EpochBatches, QuantizedImages, fmnist,
-                                  load_data, quantize, train_val_split)
+                                  load_data, quantize, train_val_split, usable_workers)
 
 
 def test_quantize_all_256_values():
@@ -68,6 +69,24 @@ def test_training_order_follows_the_generator(tiny_data):
         return next(iter(loader))[1]
     assert torch.equal(first_labels(5), first_labels(5))
     assert not torch.equal(first_labels(5), first_labels(6))
+
+
+def test_more_workers_than_cpus_are_capped_in_one_line_without_torchs_warning(tiny_data, capsys, recwarn):
+    """Issue 25, cause 18: torch's multi-line DataLoader warning is never raised; the cap is said once, on stdout
+    (stderr is a failure's one line), and the batches are those of any other worker count (here 1)."""
+    cpus = len(os.sched_getaffinity(0))
+    loaders = fmnist(tiny_data, batch_size=64, num_workers=cpus + 3, download=False,
+                     generator=torch.Generator().manual_seed(1))
+    assert [loader.num_workers for loader in loaders] == [cpus] * 3
+    first = next(iter(loaders[0]))
+    out, err = capsys.readouterr()
+    assert out == (f"note: --num_workers {cpus + 3} is more than the {cpus} CPUs this process may use; using {cpus} "
+                   "worker processes\n") and err == ""
+    assert not [w for w in recwarn if "worker" in str(w.message)]
+    one = next(iter(fmnist(tiny_data, batch_size=64, num_workers=1, download=False,
+                           generator=torch.Generator().manual_seed(1))[0]))
+    assert all(torch.equal(a, b) for a, b in zip(first, one))
+    assert usable_workers(cpus) == cpus and usable_workers(0) == 0 and capsys.readouterr() == ("", "")
 
 
 def test_missing_files_raise_one_line_error(tmp_path):

@@ -1,11 +1,13 @@
-"""hardware.py: CPU flag parsing, CUDA bf16, the compiler probe, and every auto/explicit branch of choose().
+"""hardware.py: CPU flag parsing, CUDA bf16, the compiler probe, the thread probe, and every auto/explicit branch
+of choose().
 
-Hardware queries are mocked (cpuinfo text, torch.cuda, the compiler probe, triton), so these run in well under a
-second on any machine; one test runs the real (cached) compiler probe.
+Hardware queries are mocked (cpuinfo text, torch.cuda, the compiler probe, triton, the thread timings), so these run
+in well under a second on any machine; one test runs the real (cached) compiler probe, one the real thread probe.
 """
 import os
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -45,6 +47,17 @@ def test_cpu_native_bf16_without_cpuinfo_falls_back_to_torch_capability(monkeypa
     assert hardware.cpu_has_native_bf16() is True
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert hardware.cpu_has_native_bf16() is False
+
+
+@pytest.fixture(autouse=True)
+def thread_timings(monkeypatch):
+    """The thread probe's timings, set per test ({count: seconds}; default: every count equally fast), no
+    OMP_NUM_THREADS, and torch's thread count restored afterwards (choose leaves torch at its choice)."""
+    threads, timings = torch.get_num_threads(), {}
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(hardware, "measure_threads", lambda counts: {n: timings.get(n, 1.0) for n in counts})
+    yield timings
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -162,13 +175,70 @@ def test_invalid_values_rejected():
         hardware.choose(CPU, "fp32", "yes", None, 1)
 
 
-def test_summary_line(cpu_bf16):
+def test_summary_line(cpu_bf16, thread_timings):
+    torch.set_num_threads(2)
+    thread_timings.update({1: 0.010, 2: 0.048})
     choice = hardware.choose(CPU, "auto", "auto", False, 33_760)
     assert hardware.summary_line(choice) == (
         f"precision fp32 (auto: no native bf16 on this CPU) | compile on (auto: 33,760 steps >= {CPU_STEPS:,}) | "
-        "channels_last off (explicit)")
-    bare = {"precision": "bf16", "compile": False, "channels_last": True}
+        "channels_last off (explicit) | threads 1 (auto: 2 threads took 4.8x the time of 1: a busy CPU)")
+    bare = {"precision": "bf16", "compile": False, "channels_last": True}  # recorded before threads were chosen
     assert hardware.summary_line(bare) == "precision bf16 | compile off | channels_last on"
+    assert hardware.summary_line({**bare, "threads": 3}) == "precision bf16 | compile off | channels_last on | threads 3"
+
+
+# ---- threads (issue 25: a busy core made torch's default count 5-40x slower than 1 thread) ----------------------
+
+@pytest.mark.parametrize("one, default, expected, why", [
+    (0.010, 0.048, 1, "auto: 4 threads took 4.8x the time of 1: a busy CPU"),
+    (0.5, 0.625, 1, "auto: 4 threads took 1.2x the time of 1: a busy CPU"),  # exactly THREADS_SLOWDOWN (1.25)
+    (0.010, 0.011, 4, "auto: 4 threads took 1.1x the time of 1"),  # a little slower: not worth other numbers
+    (0.010, 0.006, 4, "auto: 4 threads took 0.6x the time of 1")])
+def test_auto_threads_take_one_only_when_the_default_is_much_slower(thread_timings, one, default, expected, why):
+    torch.set_num_threads(4)
+    thread_timings.update({1: one, 4: default})
+    choice = hardware.choose(CPU, "fp32", "off", None, 1)
+    assert (choice["threads"], choice["why"]["threads"]) == (expected, why)
+    assert torch.get_num_threads() == expected  # applied before anything trains
+
+
+def test_threads_are_not_measured_when_set_or_when_there_is_nothing_to_choose(monkeypatch, fake_cuda):
+    monkeypatch.setattr(hardware, "measure_threads", lambda counts: pytest.fail("measured"))
+    torch.set_num_threads(3)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert hardware._choose_threads(CPU) == (3, "explicit: OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    fake_cuda(True)
+    assert hardware._choose_threads(CUDA) == (3, "auto: torch's default on a CUDA run")
+    torch.set_num_threads(1)
+    assert hardware._choose_threads(CPU) == (1, "auto: torch's default is 1")
+
+
+def test_apply_threads_sets_the_recorded_count_unless_omp_num_threads_says_otherwise(monkeypatch):
+    """A resume applies the count its run recorded (the count changes the last bits of CPU results)."""
+    torch.set_num_threads(2)
+    recorded = {"threads": 1, "why": {"threads": "auto: 2 threads took 5.0x the time of 1: a busy CPU"}}
+    assert hardware.apply_threads(dict(recorded))["threads"] == 1 and torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    assert hardware.apply_threads({"precision": "fp32"}) == {"precision": "fp32"}  # recorded before threads
+    assert torch.get_num_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    choice = hardware.apply_threads(dict(recorded))
+    assert (choice["threads"], choice["why"]["threads"], torch.get_num_threads()) == (2, "explicit: OMP_NUM_THREADS", 2)
+    assert recorded["why"]["threads"].startswith("auto")  # the record read from the checkpoint is left as it was
+
+
+def test_the_real_thread_probe_is_cheap_and_leaves_the_run_alone(monkeypatch):
+    monkeypatch.undo()  # the real measure_threads
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    seconds = hardware.measure_threads((1, 2))
+    assert time.perf_counter() - started < 2.0  # ~0.1-0.4 s; the bound leaves room for a loaded test machine
+    assert set(seconds) == {1, 2} and all(s > 0 for s in seconds.values())
+    assert torch.get_num_threads() == 2 and torch.equal(torch.rand(3), expected)  # threads restored, RNG untouched
 
 
 BUILD_ERROR = "fatal error: vector: No such file or directory\ncompilation terminated.\n"

@@ -55,3 +55,28 @@ def test_resume_rewrites_args_json_with_the_new_settings(tiny_data, tmp_path):
     args = json.loads((run_dir / "args.json").read_text())
     assert args["epochs"] == 2 and args["resume"] == "."  # the resumed folder itself, relative to it
     assert len(history_without_time(run_dir)) == 2
+
+
+def test_a_resume_trains_at_the_recorded_thread_count(finished_run, tmp_path, monkeypatch):
+    """The thread count changes the last bits of the CPU's sums, so a resume takes the recorded one (not what this
+    process happens to have), unless OMP_NUM_THREADS says otherwise."""
+    import shutil
+
+    import torch
+    shutil.copytree(finished_run, tmp_path / "run")
+    args = json.loads((tmp_path / "run" / "args.json").read_text())
+    recorded = args["auto_choices"].get("threads") or 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(recorded + 1)
+        metrics = main(parse_args(["--resume", str(tmp_path / "run"), "--epochs", "3"]))
+        assert metrics["machine"]["threads"] == recorded and torch.get_num_threads() == recorded
+        monkeypatch.setenv("OMP_NUM_THREADS", str(recorded + 1))
+        torch.set_num_threads(recorded + 1)
+        metrics = main(parse_args(["--resume", str(tmp_path / "run"), "--epochs", "4"]))
+        assert metrics["machine"]["threads"] == recorded + 1
+        saved = json.loads((tmp_path / "run" / "args.json").read_text())["auto_choices"]
+        assert saved["threads"] == recorded + 1 and saved["why"]["threads"] == "explicit: OMP_NUM_THREADS"
+    finally:
+        torch.set_num_threads(before)

@@ -152,8 +152,8 @@ def test_help_lists_the_groups_in_order_with_each_flags_help(family):
     assert [t.split()[0] for t in titles] == [g for g in settings.GROUPS if g in {
         settings._flags(family)[name].group for name in settings._flags(family)}]
     for name, declared in settings._flags(family).items():
-        words = declared.help.format(**family.HELP).split()[:4]
-        assert " ".join(words) in " ".join(text.split()), name  # the declared help, with the family's words
+        words = family.HELP_OF.get(name, declared.help).format(**family.HELP).split()[:4]
+        assert " ".join(words) in " ".join(text.split()), name  # the declared help (or the family's own), its words
 
 
 def test_family_words_fill_the_common_help():
@@ -212,9 +212,9 @@ def test_the_other_families_check_their_own_settings(no_command_line):
     RealNVPConfig.check_saved({**DEFAULTS[RealNVPConfig], "z_dim": "not a RealNVP setting"}, "f")
     with pytest.raises(UserError, match=r"argument --num_scales: must be between 1 and 2, got 3"):
         RealNVPConfig.check_saved({**DEFAULTS[RealNVPConfig], "num_scales": 3}, "f")
-    with pytest.raises(UserError, match=r"argument --temperature: must be a finite number > 0, got 0.0"):
+    with pytest.raises(UserError, match=r"argument --temperature: must be a number in \(0, 100\], got 0.0"):
         RealNVPConfig.check_saved({**DEFAULTS[RealNVPConfig], "temperature": 0.0}, "f")
-    with pytest.raises(UserError, match=r"argument --beta1: must be a finite number > 0, got -0.5"):
+    with pytest.raises(UserError, match=r"argument --beta1: must be a number in \[0, 1\), got -0.5"):
         GANConfig.check_saved({**DEFAULTS[GANConfig], "beta1": -0.5}, "f")
 
 
@@ -223,3 +223,58 @@ def test_value_kinds_follow_the_annotations():
     assert kinds(int) == (int,) and kinds(float) == (int, float) and kinds(settings.Path) == (str, settings.Path)
     assert set(kinds(RunConfig.__annotations__["grad_clip"])) == {int, float, type(None)}
     assert set(kinds(RunConfig.__annotations__["progress_bar"])) == {bool, type(None)}
+
+
+# ---- issue 25: every range where it is parsed, and read back from a file (cause 9); paths as UTF-8 (cause 16);
+# a family's own help of a common flag (cause 21) ----
+
+@pytest.mark.parametrize("family, name, value, says", [
+    (GANConfig, "beta1", 1.0, "argument --beta1: must be a number in [0, 1), got 1.0"),
+    (GANConfig, "beta1", 1.5, "argument --beta1: must be a number in [0, 1), got 1.5"),
+    (GANConfig, "beta1", float("nan"), "argument --beta1: must be a number in [0, 1), got nan"),
+    (GANConfig, "batch_size", 1, "argument --batch_size: must be at least 2, got 1"),
+    (RealNVPConfig, "temperature", 1e300, "argument --temperature: must be a number in (0, 100], got 1e+300"),
+    (TrainConfig, "epochs", 2 ** 63, f"argument --epochs: must be at most 2**63 - 1 (a 64-bit integer), got {2 ** 63}"),
+    (TrainConfig, "data_dir", "data\udcff", "argument --data_dir: 'data\\xff' is not valid UTF-8"),
+    (TrainConfig, "log_dir", "runs\udcff", "argument --log_dir: 'runs\\xff' is not valid UTF-8"),
+    (TrainConfig, "run_name", "r\udcff", "argument --run_name: 'r\\xff' is not valid UTF-8"),
+])
+def test_a_saved_setting_out_of_its_flags_range_is_refused(no_command_line, family, name, value, says):
+    """What a checkpoint or args.json holds passes the same types as the command line (Flag.problem)."""
+    with pytest.raises(UserError) as caught:
+        family.check_saved({**DEFAULTS[family], name: value}, "last.pt, args")
+    assert str(caught.value).startswith(f"last.pt, args: {says}") and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("family, argv, says", [
+    (GANConfig, ["--beta1", "1.0"], "argument --beta1: must be a number in [0, 1), got 1.0"),
+    (GANConfig, ["--beta1", "-0.1"], "argument --beta1: must be a number in [0, 1), got -0.1"),
+    (GANConfig, ["--batch_size", "1"], "argument --batch_size: must be at least 2, got 1"),
+    (RealNVPConfig, ["--temperature", "1e300"], "argument --temperature: must be a number in (0, 100], got 1e300"),
+    (TrainConfig, ["--batch_size", str(10 ** 30)], "argument --batch_size: must be at most 2**63 - 1"),
+    (TrainConfig, ["--log_dir", "runs\udcff"], "argument --log_dir: 'runs\\xff' is not valid UTF-8"),
+    (RealNVPConfig, ["--resume", "run\udcff"], "argument --resume: 'run\\xff' is not valid UTF-8"),
+])
+def test_the_parser_refuses_out_of_range_values_in_one_line(family, argv, says, capsys):
+    with pytest.raises(SystemExit) as info:
+        family.parse(argv, "x.py")
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(f"x.py: error: {says}") and err.count("\n") == 1, err
+
+
+def test_the_ranges_edges_are_accepted():
+    assert GANConfig.parse(["--beta1", "0"]).beta1 == 0.0 and GANConfig.parse(["--beta1", "0.999"]).beta1 == 0.999
+    assert GANConfig.parse(["--batch_size", "2"]).batch_size == 2
+    assert RealNVPConfig.parse(["--temperature", "100"]).temperature == 100.0
+    assert TrainConfig.parse(["--epochs", str(2 ** 63 - 1)]).epochs == 2 ** 63 - 1
+
+
+def test_a_familys_own_help_replaces_the_common_text():
+    """HELP_OF: the 2019 models' --dataset is 8-bit MNIST (not the VAE's "with --bits 1"); the flags the GAN refuses
+    say so in its --help."""
+    vae, realnvp, gan = (" ".join(f.build_parser().format_help().split()) for f in FAMILIES)
+    assert "mnist (2019: with --bits 1; 2022-2025: --bits 4)" in vae
+    for text in (realnvp, gan):
+        assert "--bits 1" not in text and "mnist (the 2019 assignment, 8-bit: --bits 8, the default)" in text
+        assert "fp32 only" in text
+    assert "its steps do not clip gradients" in gan and "off only" in gan

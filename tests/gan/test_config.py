@@ -23,6 +23,7 @@ def test_the_checkpoints_keys_are_settings():
     (train_gan.cli, ["--grad_clip", "1"], "do not clip"),
     (train_gan.cli, ["--compile", "on"], "eagerly"),
     (train_gan.cli, ["--batch_size", "1"], "at least 2"),
+    (train_gan.cli, ["--beta1", "1.0"], "argument --beta1: must be a number in [0, 1), got 1.0"),  # Adam's range
 ])
 def test_settings_a_family_cannot_honour_are_refused(cli, argv, says, capsys):
     with pytest.raises(SystemExit) as info:

@@ -307,3 +307,18 @@ def test_build_defaults_are_the_dcgan_settings():
         (group,) = optimizer.param_groups
         assert isinstance(optimizer, torch.optim.Adam)
         assert group["lr"] == 2e-4 and group["betas"] == (0.5, 0.999)
+
+
+def test_train_epoch_skips_a_batch_of_one_image():
+    """Issue 25, cause 8: a last batch of one image (batch norm has no statistics for it: torch's ValueError) is
+    skipped; the epoch is the one without it, step for step and draw for draw."""
+    torch.manual_seed(5)
+    gan, opt_g, opt_d = build()
+    twin, batches = copy.deepcopy((gan, opt_g, opt_d)), loader([8, 1], seed=10)
+    torch.manual_seed(6)
+    avg, after = train_epoch(gan, batches, opt_g, opt_d), torch.get_rng_state()
+    torch.manual_seed(6)
+    assert train_epoch(twin[0], batches[:1], twin[1], twin[2]) == avg  # the same averages: one batch of 8
+    assert torch.equal(after, torch.get_rng_state()) and same(params(twin[0]), gan)
+    with pytest.raises(ValueError, match="no batch of two or more images"):
+        train_epoch(gan, loader([1], seed=0), opt_g, opt_d)

@@ -25,6 +25,7 @@ def test_the_checkpoints_keys_are_settings():
 @pytest.mark.parametrize("cli, argv, says", [
     (train_realnvp.cli, ["--precision", "bf16"], "fp32 only"),
     (train_realnvp.cli, ["--precision", "auto"], "fp32 only"),
+    (train_realnvp.cli, ["--temperature", "1e300"], "argument --temperature: must be a number in (0, 100], got 1e300"),
 ])
 def test_settings_a_family_cannot_honour_are_refused(cli, argv, says, capsys):
     with pytest.raises(SystemExit) as info:

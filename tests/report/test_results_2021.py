@@ -10,6 +10,7 @@ from matplotlib.image import imread
 
 import make_figures
 import results_2021
+from conftest import REPO_ROOT
 from dgmkit.vae.config import parse_train_args as train_parse_args
 
 REPORT_TEXT = """# Report
@@ -140,3 +141,68 @@ def test_optional_inputs(runs):
     assert "| gap (paired) | 0.0413 ± 0.0010 | – |" in results
     assert "| T-shirt/top | 51 | 1.3100 ± 0.0200 | 1.2900 ± 0.0200 |" in results
     assert "active units: 7 of 2" in results and "0.5000, 0.2500" in results
+
+
+TITLED = "# Assignment 3 report: Transformers, and a VAE on 4-bit FashionMNIST\n\n" + REPORT_TEXT.split("\n", 1)[1]
+
+
+def set_data(run_dir, dataset, bits):
+    args = json.loads((run_dir / "args.json").read_text())
+    (run_dir / "args.json").write_text(json.dumps({**args, "dataset": dataset, "bits": bits}))
+
+
+def test_the_committed_reports_title_states_its_data():
+    text = (REPO_ROOT / "report" / "report.md").read_text()
+    assert results_2021.stated_data(text) == ("fashion_mnist", 4)
+    assert results_2021.stated_data("# A VAE on binary MNIST\n") == ("mnist", 1)
+    assert results_2021.stated_data("# Report\n\n4-bit MNIST below the title\n") is None
+
+
+@pytest.mark.parametrize("dataset, bits, shown", [("mnist", 4, "4-bit MNIST"), ("fashion_mnist", 1,
+                                                                                 "binary FashionMNIST")])
+def test_a_run_on_other_data_than_the_report_states_is_refused(runs, capsys, dataset, bits, shown):
+    """make report after a 2-epoch MNIST run: one line, exit 2, no figure or report touched (issue 25, cause 22)."""
+    main_run, z2_run, report, out = runs
+    report.write_text(TITLED)
+    set_data(main_run, dataset, bits)
+    set_data(z2_run, dataset, bits)
+    with pytest.raises(SystemExit) as info:
+        make_figures.cli([str(main_run), str(z2_run), "--out_dir", str(out), "--report", str(report)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"make_figures.py: error: {main_run} is a run on {shown} (its args.json), but the report {report} is about "
+        "4-bit FashionMNIST (its title): its results come only from runs of `--dataset fashion_mnist --bits 4`; give "
+        "such runs, or write another --report\n")
+    assert not out.exists() and report.read_text() == TITLED
+
+
+def test_a_z2_run_on_other_data_than_the_main_run_is_refused(runs, capsys):
+    """Without a title that states the data, the two runs must still share it (one table, one caption)."""
+    main_run, z2_run, report, out = runs
+    set_data(z2_run, "mnist", 1)
+    with pytest.raises(SystemExit) as info:
+        make_figures.cli([str(main_run), str(z2_run), "--out_dir", str(out), "--report", str(report)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "make_figures.py: error: RUN_DIR and RUN_DIR_Z2: `2026-01-01_00-00-00_z20` is on 4-bit FashionMNIST but "
+        "`2026-01-01_00-01-00_z2` on binary MNIST ")
+    assert not out.exists() and report.read_text() == REPORT_TEXT
+
+
+def test_a_figure_is_never_removed_without_saying_so(runs, capsys):
+    """The older figures a run has no pictures for are removed (they must not pass for its own), each said on
+    stderr and listed with what was written."""
+    main_run, _, report, out = runs
+    out.mkdir()
+    for name in ("manifold.png", "interpolations.png", "reconstructions.png"):
+        (out / name).write_bytes(b"an older run's figure")
+    run_main(main_run, "--out_dir", out, "--report", report)
+    captured = capsys.readouterr()
+    for name, source in (("manifold.png", "vae_manifold.png"), ("reconstructions.png", "reconstructions_test.png "
+                                                                "(evaluate.py)"),
+                         ("interpolations.png", "interpolations_test.png (evaluate.py)")):
+        assert not (out / name).exists()
+        assert (f"make_figures.py: note: removed {out / name}: `2026-01-01_00-00-00_z20` has no {source} for it, "
+                "and an older run's figure must not pass for this one\n") in captured.err
+        assert f"removed {out / name}\n" in captured.out
+    assert f"wrote {out / 'bpd_curves.png'}\n" in captured.out

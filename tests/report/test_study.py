@@ -42,7 +42,7 @@ def sweep(tmp_path):
         if not name.startswith("planar"):
             (run / "metrics.json").write_text(json.dumps({
                 "test_bpd": bpd, "test_iw_bpd": mean(per_image), "test_kl_nats": kl, "test_active_units": units,
-                "seconds_per_epoch": seconds, "iw_samples": 1000,
+                "seconds_per_epoch": seconds, "iw_samples": 1000, "epochs": 3,
                 **({"machine": MACHINE} if name.endswith("s42") else {})}))  # s43: a run from before the field
     return tmp_path / "sweep"
 
@@ -118,3 +118,21 @@ def test_study_errors_write_nothing(sweep, tmp_path, capsys):
         make_figures.cli(["--study", str(sweep), "--out_dir", str(tmp_path / "figures"), "--report", str(report)])
     assert info.value.code == 2 and "study:begin" in capsys.readouterr().err
     assert not (tmp_path / "figures").exists() and report.read_text() == "# no study markers\n"
+
+
+@pytest.mark.parametrize("changed", [{"dataset": "mnist"}, {"bits": 1}], ids=["dataset", "bits"])
+def test_runs_on_other_data_are_refused_not_averaged_into_a_row(sweep, tmp_path, capsys, changed):
+    """One seed of the ELBO baseline on MNIST (or at 1 bit) among FashionMNIST runs recorded without dataset and bits
+    (the VAE's defaults then: 4-bit FashionMNIST): one line naming both runs' data, exit 2, nothing written."""
+    args = sweep / "elbo-k1_none-l0_s43" / "args.json"
+    args.write_text(json.dumps({**json.loads(args.read_text()), **changed}))
+    report = tmp_path / "report.md"
+    report.write_text("<!-- study:begin -->\n<!-- study:end -->\n")
+    with pytest.raises(SystemExit) as info:
+        make_figures.cli(["--study", str(sweep), "--out_dir", str(tmp_path / "figures"), "--report", str(report)])
+    err = capsys.readouterr().err
+    other = "binary FashionMNIST" if "bits" in changed else "4-bit MNIST"
+    assert info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"make_figures.py: error: --study {sweep}: `elbo-k1_none-l0_s42` is on 4-bit FashionMNIST "
+                          f"but `elbo-k1_none-l0_s43` on {other} ")
+    assert not (tmp_path / "figures").exists() and report.read_text() == "<!-- study:begin -->\n<!-- study:end -->\n"

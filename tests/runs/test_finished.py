@@ -63,6 +63,8 @@ def test_load_run_refuses_in_one_line(tmp_path, make, says):
 
 @pytest.mark.parametrize("make, says", [
     (lambda p: write_run(p, metrics=None), "{p} has no metrics.json: the run is unfinished"),
+    (lambda p: write_run(p, history=[*HISTORY, {**HISTORY[1], "epoch": 3}]),  # extended after its test (#1)
+     "{p}/metrics.json tests the model after epoch 2, but history.jsonl goes on to epoch 3: the run was extended"),
     (lambda p: write_run(p, metrics={k: v for k, v in METRICS.items() if k != "wall_time_s"}),
      "{p}/metrics.json lacks 'wall_time_s'"),
     (lambda p: write_run(p, evaluation={k: v for k, v in EVAL.items() if k != "iw_bpd"}),

@@ -1,8 +1,13 @@
 """dgmkit/runs/folder.py: RunDir's fresh folders (never one that exists), its history (a torn last line dropped, a
 damaged one refused in one line, the records before an epoch), and the resume command it prints."""
+import errno
+import fcntl
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -51,3 +56,72 @@ def test_the_printed_resume_command_survives_spaces(tmp_path):
     hint = RunDir(run_dir).resume_hint(4, PART1 / "train_torch.py")
     command = hint.split("continue with: ", 1)[1]
     assert shlex.split(command)[-2:] == ["--resume", str(run_dir)]
+
+
+# Another process that locks a folder as RunDir.locked does (an exclusive, non-blocking flock on <folder>/.lock),
+# without torch's seconds of start-up; it says "locked" (and holds on) or "busy".
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print("busy", flush=True)
+    sys.exit()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def _lock_in_another_process(folder):
+    """A real second process that tries to lock `folder`: (its answer, the process, to be killed)."""
+    process = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    return process.stdout.readline().strip(), process
+
+
+def test_the_lock_file_stays_so_that_a_folder_never_has_two_holders(tmp_path):
+    """Issue 25 #4: a process that opened .lock just before this one released the lock must lock the same file that a
+    third process then tries. With the file unlinked on release, the first held a lock on a deleted file while the
+    third locked a new one: two holders of one folder."""
+    run = RunDir(tmp_path)
+    early = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)  # a process that opened the file just before ...
+    try:
+        with run.locked():
+            pass
+        assert (tmp_path / ".lock").is_file()  # released, not removed
+        fcntl.flock(early, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ... now holds the lock ...
+        answer, third = _lock_in_another_process(tmp_path)
+        third.kill()
+        third.wait()
+        assert answer == "busy"  # ... so a third process is refused
+        with pytest.raises(UserError, match="is in use by another process"):
+            with run.locked():
+                pass
+    finally:
+        os.close(early)
+    with run.locked():  # once it lets go, the folder locks again
+        pass
+
+
+def test_a_lock_held_by_another_process_is_reported_as_in_use(tmp_path):
+    answer, holder = _lock_in_another_process(tmp_path)
+    try:
+        assert answer == "locked"
+        with pytest.raises(UserError, match=r"^the run folder .* is in use by another process"):
+            with RunDir(tmp_path).locked():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_failure_that_is_not_contention_says_what_it_is(tmp_path, monkeypatch):
+    """A file system without lock support (ENOLCK, EOPNOTSUPP) is not "in use by another process"."""
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(UserError) as error:
+        with RunDir(tmp_path).locked():
+            pass
+    assert "in use" not in str(error.value) and "No locks available" in str(error.value)
+    assert "may not support file locks" in str(error.value)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import quantized_images
-from dgmkit.data.datasets import CLASSES
-from dgmkit.vae.estimates import evaluate_loader, evaluation_record, summarize
+from dgmkit.data.datasets import CLASSES, DATASETS
+from dgmkit.vae.estimates import evaluate_loader, evaluation_line, evaluation_record, replaced_line, summarize
 from dgmkit.vae.model import VAE
 from hand_maths import BITS, images, make_model
 
@@ -136,6 +136,45 @@ def test_evaluation_is_seeded_and_leaves_the_caller_alone(small_model):
     assert 0 < first["iw_bpd"] < first["bpd"] < 8
 
 
+# ---- the record both writers write (train_torch.py's test phase, evaluate.py) ------------------------------------
+
+ABOUT = dict(written_by="evaluate.py", checkpoint="checkpoints/best.pt", epoch=3, dataset="fashion_mnist", bits=4,
+             split="test", data_dir="../data", seed=0, batch_size=128, chunk_size=2048, device="cpu", wall_time_s=1.5)
+
+
+def test_the_record_needs_every_field_and_names_its_data():
+    """Issue 25, cause 20: training's eval_test.json lacked dataset and bits (the report then captioned an MNIST
+    evaluation as FashionMNIST). Both writers now build the record here, and every field is a required keyword: a
+    writer that leaves one out fails at once. per_class is named by the record's own dataset."""
+    values = per_image_values(4)
+    for name in ABOUT:
+        with pytest.raises(TypeError, match=name):
+            evaluation_record(values, **{k: v for k, v in ABOUT.items() if k != name})
+    record = evaluation_record(values, **{**ABOUT, "dataset": "mnist", "bits": 1})
+    assert {k: record[k] for k in ABOUT} == {**ABOUT, "dataset": "mnist", "bits": 1}
+    assert record["pictures"] is None  # training's test phase draws none
+    assert list(record["per_class"]) == list(DATASETS["mnist"].classes) != list(CLASSES)
+
+
+def test_the_line_says_which_evaluation_it_is():
+    """Issue 25, cause 23: one checkpoint, three test figures, none labelled. The printed line names the checkpoint
+    and its epoch, the data, the writer, the seed, batch and chunk its draws depend on, and K; an earlier record's
+    headline is described the same way (and an older record without a writer, or a damaged file, as such)."""
+    record = evaluation_record(per_image_values(4), **ABOUT)
+    line = evaluation_line(record)
+    for text in ("test split, 4 images, checkpoints/best.pt (epoch 3), fashion_mnist 4-bit, by evaluate.py, seed 0, "
+                 "batch 128, chunk 2048", f"ELBO (one z per image) {record['bpd']:.4f}",
+                 f"IW K=7 {record['iw_bpd']:.4f}"):
+        assert text in line, (text, line)
+    headline = {"written_by": "train_torch.py", "checkpoint": "checkpoints/best.pt", "epoch": 2, "seed": 42,
+                "iw_samples": 100, "bpd": 2.65311, "iw_bpd": 2.6}
+    assert replaced_line(headline) == ("train_torch.py's evaluation of checkpoints/best.pt (epoch 2), seed 42, "
+                                       "K=100: ELBO 2.6531, IW 2.6000 bpd")
+    assert replaced_line({"iw_bpd": "1.5"}).startswith("an evaluation by an older version of None")
+    assert replaced_line({"iw_bpd": "1.5"}).endswith("IW '1.5' bpd")  # a damaged value never breaks the line
+    assert replaced_line({"damaged": "not a JSON object"}) == "a damaged file (not a JSON object)"
+
+
 # ---- found by mutation testing (tests/mutation/README.md) ----
 
 def test_evaluation_record_lists_each_images_negative_iw_bound_in_bpd():
@@ -147,7 +186,7 @@ def test_evaluation_record_lists_each_images_negative_iw_bound_in_bpd():
                  "iw": torch.tensor([-1000.0, -2000.0], dtype=torch.float64), "labels": torch.tensor([0, 1]),
                  "mean": torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), "kl_per_dim": None,
                  "dims": 784, "num_samples": 5}
-    record = evaluation_record(per_image, checkpoint="x")
+    record = evaluation_record(per_image, **{**ABOUT, "checkpoint": "x"})
     expected = [1000.0 / (784 * math.log(2)), 2000.0 / (784 * math.log(2))]
     assert len(record["per_image_iw_bpd"]) == 2
     assert all(abs(a - b) < 1e-12 for a, b in zip(record["per_image_iw_bpd"], expected))

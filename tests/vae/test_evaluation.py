@@ -1,12 +1,16 @@
-"""dgmkit/vae/evaluation.py: the VAE rebuilt from a checkpoint, and evaluate.py's pictures (their layout and what
-each cell holds: originals, the decoder mean at the posterior mean, interpolations whose ends are the originals)."""
+"""dgmkit/vae/evaluation.py: the VAE rebuilt from a checkpoint (and its fields checked), evaluate.py's pictures (their
+layout and what each cell holds: originals, the decoder mean at the posterior mean, interpolations whose ends are the
+originals), an eval_<split>.json that keeps what it replaced, and the recognition of a failed allocation."""
+import json
 import math
 
 import pytest
 import torch
 
 from dgmkit.runs.checkpoints import CheckpointError, save_checkpoint
-from dgmkit.vae.evaluation import first_images, interpolation_grid, load_model, reconstruction_grid
+from dgmkit.runs.folder import RunDir
+from dgmkit.vae.evaluation import (REPLACED_KEYS, first_images, interpolation_grid, load_model,
+                                   reconstruction_grid, write_evaluation)
 from dgmkit.vae.model import VAE
 
 PAD = 2  # torchvision.utils.make_grid's default padding
@@ -96,3 +100,53 @@ def test_load_model_rebuilds_the_vae_or_names_the_mismatch(model, tmp_path):
         load_model(tmp_path / "other.pt", torch.device("cpu"))
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_model(tmp_path / "missing.pt", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("epoch", ["three", "2", 2.0, True, -1, [2]])
+def test_load_model_refuses_a_checkpoint_whose_epoch_is_not_a_number_of_epochs(model, tmp_path, epoch):
+    """Issue 25, cause 12: evaluate.py on a checkpoint whose `epoch` is text was a ValueError traceback (int("three")
+    for the TensorBoard step). Every field evaluate.py reads is checked where it loads the checkpoint: one line
+    naming the file. (None, an older checkpoint without an epoch, is still read.)"""
+    args = {"z_dim": 2, "num_filters": 4, "bits": 2}
+    save_checkpoint(tmp_path / "bad.pt", {"model": model.state_dict(), "args": args, "epoch": epoch})
+    with pytest.raises(CheckpointError, match=rf"{tmp_path}/bad.pt: its 'epoch' is .*not a whole number of epochs"):
+        load_model(tmp_path / "bad.pt", torch.device("cpu"))
+    save_checkpoint(tmp_path / "old.pt", {"model": model.state_dict(), "args": args})
+    assert load_model(tmp_path / "old.pt", torch.device("cpu"))[1].get("epoch") is None
+
+
+def headline(record):
+    return {key: record[key] for key in REPLACED_KEYS if key in record}
+
+
+def test_an_evaluation_is_never_replaced_silently(tmp_path):
+    """Issue 25, cause 23: evaluate.py silently overwrote training's eval_test.json. write_evaluation (both writers')
+    keeps the headline of every evaluation it replaced, oldest first, and returns the one it just replaced (None for
+    a first one, and for the same evaluation again: a resumed test phase must end with the uninterrupted run's file);
+    a damaged earlier file is replaced and said to be damaged."""
+    run = RunDir(tmp_path)
+    first = {"written_by": "train_torch.py", "checkpoint": "checkpoints/best.pt", "epoch": 2, "seed": 42,
+             "iw_samples": 100, "bpd": 2.6531, "iw_bpd": 2.61, "per_image_iw_bpd": [2.6, 2.62]}
+    written, earlier = write_evaluation(run, "test", first)
+    assert earlier is None and "replaced" not in written and run.read_eval("test") == first
+    second = {**first, "written_by": "evaluate.py", "seed": 0, "bpd": 2.6515}
+    written, earlier = write_evaluation(run, "test", second)
+    assert earlier == headline(first) and "per_image_iw_bpd" not in earlier
+    assert run.read_eval("test") == written == {**second, "replaced": [headline(first)]}
+    third = {**second, "iw_samples": 1000}
+    written, earlier = write_evaluation(run, "test", third)
+    assert earlier == headline(second) and written["replaced"] == [headline(first), headline(second)]
+    again, earlier = write_evaluation(run, "test", {**third, "wall_time_s": 9.0})  # the same evaluation again
+    assert earlier is None and again["replaced"] == [headline(first), headline(second)]
+    run.eval_path("val").write_text("{not json")
+    written, earlier = write_evaluation(run, "val", first)
+    assert earlier == {"damaged": "not a JSON object"} and json.loads(run.eval_path("val").read_text()) == written
+
+
+def test_load_model_names_a_model_too_large_for_memory(tmp_path):
+    """A checkpoint whose settings describe a model that cannot be allocated (z_dim 10^9: a terabyte of weights) is
+    one line naming the file and the sizes, not "does not match" (the allocator's RuntimeError was caught as one)."""
+    save_checkpoint(tmp_path / "huge.pt", {"model": {}, "args": {"z_dim": 10 ** 9, "num_filters": 4}, "epoch": 1})
+    with pytest.raises(CheckpointError, match=rf"the model of {tmp_path}/huge.pt \(z_dim 1000000000, num_filters 4\) "
+                                              r"does not fit in memory \(could not allocate"):
+        load_model(tmp_path / "huge.pt", torch.device("cpu"))

@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 
+from dgmkit.errors import UserError
 from dgmkit.vae.bounds import objective
+from dgmkit.vae.model import VAE
+from dgmkit.vae.training import check_fits
 from dgmkit.vae.training import test_vae as evaluate_split
 from dgmkit.vae.training import train_vae
 from hand_maths import BITS, hand_weights, images, make_model
@@ -113,3 +116,12 @@ def test_test_vae_is_the_image_weighted_elbo_in_eval_mode():
             expected += torch.tensor([bpd.item(), L_rec.item(), L_reg.item()], dtype=torch.float64) * len(imgs) / 4
     assert list(stats) == ["bpd", "rec_nats", "kl_nats"]
     assert list(stats.values()) == pytest.approx(expected.tolist(), rel=1e-6)
+
+
+def test_check_fits_is_the_engines_check_naming_the_vaes_size_flags():
+    """engine/memory.py's check, as RealNVP and the GAN run it (issue 25, cause 10): the count on the meta device,
+    and a refusal that names every flag sizing the VAE, --flow_length included."""
+    assert check_fits(32, 20, "planar", 4, torch.device("cpu")) == sum(
+        p.numel() for p in VAE(32, 20, 0.0, "planar", 4, 16).parameters())
+    with pytest.raises(UserError, match=r"^the model does not fit: .*; lower --z_dim, --num_filters or --flow_length$"):
+        check_fits(32, 20, "planar", 10 ** 11, torch.device("cpu"))

@@ -7,9 +7,11 @@ import os
 import sys
 from pathlib import Path
 
+from dgmkit.cli.runner import one_line
 from dgmkit.errors import EXIT_USAGE, UserError
 
 SEED_MAX = 2 ** 32 - 1  # numpy's legacy seeding takes 0 .. 2**32 - 1
+INT_MAX = 2 ** 63 - 1  # torch's sizes and counts are 64-bit: a larger count is refused where it is parsed
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -21,12 +23,12 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
     def error(self, message):
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(one_line(f"{self.prog}: error: {message} (see --help)"), file=sys.stderr)  # a typed newline too
         sys.exit(EXIT_USAGE)
 
 
 def int_at_least(minimum, maximum=None):
-    """argparse type: an integer in [minimum, maximum]."""
+    """argparse type: an integer in [minimum, maximum] (no maximum: at most INT_MAX, torch's 64-bit limit)."""
     def parse(text):
         try:
             value = int(text)
@@ -35,6 +37,8 @@ def int_at_least(minimum, maximum=None):
         if value < minimum or (maximum is not None and value > maximum):
             bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        if value > INT_MAX:
+            raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1 (a 64-bit integer), got {value}")
         return value
     return parse
 
@@ -50,12 +54,60 @@ def positive_float(text):
     return value
 
 
+def float_between(low, high, low_open=False, high_open=False):
+    """argparse type: a finite float in the interval from low to high, each end closed unless said open; the
+    message writes the interval as [low, high), (low, high], ..."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text}")
+        return value
+    return parse
+
+
 seed_type = int_at_least(0, SEED_MAX)
+
+
+def _shown(text):
+    """A path's text as the bytes of its name, each undecodable byte escaped: os.fsdecode(b"runs\\xff") -> runs\\xff."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def utf8_problem(text):
+    """Why a path's text cannot name a run's files, or None: it is not valid UTF-8 (os.fsdecode keeps
+    undecodable bytes as lone surrogates, which TensorBoard and the JSON records cannot write) or holds a NUL."""
+    if "\0" in text:
+        return f"'{_shown(text)}' holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"'{_shown(text)}' is not valid UTF-8 (TensorBoard and the run's records need UTF-8 names); "
+                "rename the folder or pass another")
+    return None
+
+
+def path_type(text):
+    """argparse type of every path flag: a Path whose text is valid UTF-8 (utf8_problem)."""
+    problem = utf8_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
 
 
 def resolve_path(path, flag):
     """The absolute, link-free form of a path the user gave (resolved once, where it enters: every write below
-    it then refuses links, atomic_io); a link loop or a dangling link is a one-line UserError."""
+    it then refuses links, atomic_io); a link loop, a dangling link or a name that is not valid UTF-8 (typed, or
+    in the current folder's or the home folder's path) is a one-line UserError, before any folder is made."""
+    problem = utf8_problem(str(path))
+    if problem:
+        raise UserError(f"{flag} {problem}")
     path = Path(path).expanduser()
     try:
         resolved = path.resolve()
@@ -64,6 +116,9 @@ def resolve_path(path, flag):
     if path.is_symlink() and not path.exists():
         raise UserError(f"{flag} {path} is a dangling symbolic link (to {resolved}); create that folder or fix "
                         "the link") from None
+    problem = utf8_problem(str(resolved))
+    if problem:
+        raise UserError(f"{flag} {_shown(str(path))}: its absolute path {problem}")
     return resolved
 
 
@@ -82,6 +137,9 @@ def run_name_type(text):
     that the run is written inside --log_dir and nowhere else."""
     if not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text or "\0" in text:
         raise argparse.ArgumentTypeError(f"must be a plain folder name (no '/', not starting with '.'), got {text!r}")
+    problem = utf8_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     if len(text.encode()) > 200:
         raise argparse.ArgumentTypeError(f"is {len(text.encode())} bytes long; at most 200")
     return text

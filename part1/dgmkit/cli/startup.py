@@ -6,12 +6,15 @@ import os
 import signal
 import sys
 
+from dgmkit.cli.runner import one_line
+
 STATUS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
 
 def _stop(signum, frame):
     name, status = STATUS[signum]
-    os.write(2, f"{os.path.basename(sys.argv[0])}: stopped by {name} while starting; nothing was written\n".encode())
+    line = one_line(f"{os.path.basename(sys.argv[0])}: stopped by {name} while starting; nothing was written")
+    os.write(2, (line + "\n").encode(errors="backslashreplace"))
     os._exit(status)
 
 

@@ -8,6 +8,7 @@ loaders index whole batches from it (no per-sample PIL transform).
 import contextlib
 import io
 import math
+import os
 import struct
 from typing import NamedTuple
 
@@ -228,6 +229,19 @@ def _batch_loader(dataset, batch_size, shuffle, num_workers, generator=None, pin
                       persistent_workers=num_workers > 0)
 
 
+def usable_workers(num_workers):
+    """num_workers, capped at the CPUs this process may use (its affinity mask), saying so in one line on stdout
+    (stderr holds only a failure's one line): more workers only compete with training for the cores, and torch
+    would add its multi-line warning to stderr. The batches and their order are the same for every count above 0
+    (the main process draws them: EpochBatches), so the run's numbers do not change."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if num_workers > cpus:
+        print(f"note: --num_workers {num_workers} is more than the {cpus} CPUs this process may use; using {cpus} "
+              "worker processes", flush=True)
+        return cpus
+    return num_workers
+
+
 def load_data(root, dataset="fashion_mnist", bits=4, batch_size=128, num_workers=0, download=True, generator=None,
               eval_batch_size=None, device=None):
     """Train, validation and test loaders of `dataset` quantized to `bits`.
@@ -237,7 +251,8 @@ def load_data(root, dataset="fashion_mnist", bits=4, batch_size=128, num_workers
         dataset: a key of DATASETS; bits: B in 1..8, L = 2^B levels per pixel.
         batch_size: training images per batch; the last batch of a split may be smaller.
         num_workers: DataLoader worker processes (0 loads in the main process; the data are
-            in memory, so workers rarely help). Not used when the data live on a GPU.
+            in memory, so workers rarely help), at most the CPUs (usable_workers). Not used when the data live
+            on a GPU.
         download: try to download the files when they are missing.
         generator: torch.Generator for the training-set shuffle (None: torch's global RNG).
         eval_batch_size: images per validation/test batch (None: batch_size).
@@ -259,6 +274,7 @@ def load_data(root, dataset="fashion_mnist", bits=4, batch_size=128, num_workers
               (test_images, test_labels)]
     train_set, val_set, test_set = (QuantizedImages(x.to(device), y.to(device)) for x, y in splits)
     pin_memory = device.type == "cpu" and torch.cuda.is_available()
+    num_workers = usable_workers(num_workers) if device.type == "cpu" else num_workers
     return (
         _batch_loader(train_set, batch_size, True, num_workers, generator, pin_memory),
         _batch_loader(val_set, eval_batch_size, False, num_workers, pin_memory=pin_memory),

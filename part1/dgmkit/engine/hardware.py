@@ -1,15 +1,18 @@
-"""Per-hardware speed settings: bf16 autocast, torch.compile and channels_last, resolved from "auto" or honoured as given.
+"""Per-hardware speed settings (bf16 autocast, torch.compile, channels_last, CPU threads), from "auto" or as given.
 
-`choose` turns the CLI's --precision / --compile / --channels_last into concrete values plus a one-line reason for
-each; `summary_line` prints them. Every "auto" decision rests on a hardware query made here (CPU flags, CUDA bf16
-support, a real C++ compiler probe, triton) and on the constants below, each with the measurement it comes from.
+`choose` turns --precision / --compile / --channels_last (and OMP_NUM_THREADS) into concrete values plus a one-line
+reason for each; `summary_line` prints them. Every "auto" decision rests on a hardware query made here (CPU flags,
+CUDA bf16, a real C++ compiler probe, triton, a timed burst of ops at 1 thread and at torch's default) and on the
+constants below, each with the measurement it comes from.
 """
 import functools
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import tempfile
+import time
 
 import torch
 
@@ -32,6 +35,15 @@ CHANNELS_LAST_AUTO = {"cpu": True, "cuda": True}
 # /proc/cpuinfo flags and torch CPU-capability names that mean the CPU executes bf16 dot products natively.
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _BF16_CAPABILITIES = ("AVX512_BF16", "AMX")
+
+# Threads: "auto" drops to 1 thread when a burst of the families' typical ops is this much slower at torch's default
+# count than at 1. A busy core makes every parallel op wait at OpenMP barriers for the thread that shares it. On the
+# 2-core machine above the burst's ratio (default / 1 thread) was 0.5-0.7 near idle (load 1.8, kept) and 1.6-12.7
+# with one core busy, where a GAN step took 5-38x as long at 2 threads. Above 1 but below this, 1 thread is not
+# taken: the count changes the last bits of CPU results, so a rerun on an idle machine keeps the default's numbers.
+# Epoch timings: part1/README.md, Threads.
+THREADS_SLOWDOWN = 1.25
+_THREAD_PROBE_BUDGET_S = 0.25  # rounds stop once this is spent (at least one); a loaded machine decides early
 
 _PROBE_TIMEOUT_S = 60  # a cold g++ start on a loaded 2-core machine takes seconds; a hang must not block training
 
@@ -191,11 +203,75 @@ def _choose_compile(device: torch.device, compile: str, train_steps: int) -> tup
     return False, f"auto: {train_steps:,} steps < {threshold:,}, too short to repay compiling"
 
 
+def _thread_probe():
+    """One step of the families' typical ops in miniature, forward and backward at batch 64: an MLP layer (the GAN's)
+    and a 3x3 conv (the VAE's and RealNVP's). Its inputs come from a private generator: the run's RNG is untouched."""
+    generator = torch.Generator().manual_seed(0)
+    x, image = torch.randn(64, 784, generator=generator), torch.randn(64, 16, 14, 14, generator=generator)
+    weight = torch.randn(784, 256, generator=generator).requires_grad_()
+    kernel = torch.randn(32, 16, 3, 3, generator=generator).requires_grad_()
+
+    def step():
+        loss = torch.nn.functional.leaky_relu(x @ weight, 0.2).sum()
+        (loss + torch.nn.functional.conv2d(image, kernel, padding=1).relu().sum()).backward()
+    return step
+
+
+def measure_threads(counts, rounds=7):
+    """Median seconds of a probe step at each thread count ({count: s}): a warm-up step at the first count, then
+    `rounds` rounds of one step each, in alternating order, fewer once _THREAD_PROBE_BUDGET_S is spent (under load
+    one round decides). torch's count is restored afterwards."""
+    step, before, times = _thread_probe(), torch.get_num_threads(), {count: [] for count in counts}
+    try:
+        start = time.perf_counter()
+        torch.set_num_threads(counts[0])
+        step()
+        for turn in range(rounds):
+            for count in counts if turn % 2 == 0 else counts[::-1]:
+                torch.set_num_threads(count)
+                t0 = time.perf_counter()
+                step()
+                times[count].append(time.perf_counter() - t0)
+            if time.perf_counter() - start > _THREAD_PROBE_BUDGET_S:
+                break
+    finally:
+        torch.set_num_threads(before)
+    return {count: statistics.median(seconds) for count, seconds in times.items()}
+
+
+def _choose_threads(device: torch.device) -> tuple[int, str]:
+    """(threads, why): OMP_NUM_THREADS when set (torch's count then is the user's); on the CPU, 1 when the probe
+    runs THREADS_SLOWDOWN times slower at torch's default count, else that default."""
+    default = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS"):
+        return default, "explicit: OMP_NUM_THREADS"
+    if device.type != "cpu":
+        return default, f"auto: torch's default on a {device.type.upper()} run"
+    if default == 1:
+        return 1, "auto: torch's default is 1"
+    seconds = measure_threads((1, default))
+    ratio = seconds[default] / seconds[1]
+    measured = f"auto: {default} threads took {ratio:.1f}x the time of 1"
+    return (1, f"{measured}: a busy CPU") if ratio >= THREADS_SLOWDOWN else (default, measured)
+
+
+def apply_threads(choice: dict) -> dict:
+    """Set torch's threads to choice["threads"] before anything trains (a resumed run's recorded count: it computes
+    what the uninterrupted run did; none recorded by older runs: left alone); OMP_NUM_THREADS, when set, wins."""
+    if "threads" in choice and os.environ.get("OMP_NUM_THREADS"):
+        choice["threads"] = torch.get_num_threads()
+        choice["why"] = {**choice.get("why", {}), "threads": "explicit: OMP_NUM_THREADS"}
+    if choice.get("threads"):
+        torch.set_num_threads(choice["threads"])
+    return choice
+
+
 def choose(device: torch.device, precision: str, compile: str, channels_last: bool | None, train_steps: int) -> dict:
-    """Resolve the three speed options for `device` and a run of `train_steps` optimizer steps.
+    """Resolve the speed options for `device` and a run of `train_steps` optimizer steps, and set torch's threads.
 
     precision: "auto" | "fp32" | "bf16"; compile: "auto" | "on" | "off"; channels_last: None (auto) | True | False.
-    Explicit values are returned unchanged. Returns {"precision", "compile", "channels_last", "why": {same keys:
+    Explicit values are returned unchanged; the thread count is measured (_choose_threads) unless OMP_NUM_THREADS
+    sets it, and torch is left at it. Returns {"precision", "compile", "channels_last", "threads", "why": {same keys:
     one-line reason}, "warning": "" or a line to show the user (explicit bf16 without native support)}.
     """
     if precision not in ("auto", "fp32", "bf16"):
@@ -209,17 +285,21 @@ def choose(device: torch.device, precision: str, compile: str, channels_last: bo
         chosen_layout, layout_why = CHANNELS_LAST_AUTO[device_class], f"auto: {device_class.upper()}"
     else:
         chosen_layout, layout_why = bool(channels_last), "explicit"
-    return {"precision": chosen_precision, "compile": chosen_compile, "channels_last": chosen_layout,
-            "why": {"precision": precision_why, "compile": compile_why, "channels_last": layout_why},
-            "warning": warning}
+    threads, threads_why = _choose_threads(device)
+    torch.set_num_threads(threads)
+    return {"precision": chosen_precision, "compile": chosen_compile, "channels_last": chosen_layout, "threads": threads,
+            "why": {"precision": precision_why, "compile": compile_why, "channels_last": layout_why,
+                    "threads": threads_why}, "warning": warning}
 
 
 def summary_line(choice: dict) -> str:
     """One line for the log, e.g. "precision fp32 (auto: no native bf16 on this CPU) | compile on (auto: 33,760
-    steps >= 5,000) | channels_last on (auto: CPU)"; reasons are omitted for a choice dict without "why"."""
+    steps >= 5,000) | channels_last on (auto: CPU) | threads 1 (auto: 2 threads took 4.8x the time of 1: a busy CPU)";
+    reasons are omitted for a choice dict without "why", threads for one without "threads" (older records)."""
     why = choice.get("why", {})
     parts = [("precision", choice["precision"]), ("compile", "on" if choice["compile"] else "off"),
              ("channels_last", "on" if choice["channels_last"] else "off")]
+    parts += [("threads", choice["threads"])] if choice.get("threads") else []
     return " | ".join(f"{name} {value}" + (f" ({why[name]})" if why.get(name) else "") for name, value in parts)
 
 

@@ -28,7 +28,8 @@ class Family:
         validation, every checkpoint is `last` and the test uses the final model;
     sample_grid(model, config) -> [3, H, W] in [0, 1]: the grid saved on --sample_epochs and after the last epoch;
     test(run, model, writer, best_epoch) -> metrics dict (test_* figures and what else the family reports);
-    shown: the statistics of the per-epoch line; summary(metrics) -> the last line's text.
+    shown: the statistics of the per-epoch line; summary(metrics) -> the last line's text;
+    divergence_hint: what the one line of a NaN/Inf loss suggests (flags of this family's script only).
     """
     script: Path
     build: Callable
@@ -38,6 +39,7 @@ class Family:
     shown: tuple
     summary: Callable
     board: Board
+    divergence_hint: str = "try a lower --lr or --grad_clip 1.0"  # only flags the family's script accepts
 
 
 def fit(args, family):
@@ -58,6 +60,8 @@ def fit(args, family):
             run_dir = run.dir
             writer = family.board.open_writer(run_dir, run.start_epoch if run.state else None)
             print_setup(run)
+            if run.state is not None:  # a kill after the last checkpoint but before its grid: draw it now (below)
+                redraw_missing_samples(family, model, config, run.state["epoch"], writer, run_dir)
 
             # Training: one epoch, then validation; a diverged model stops the run before anything is saved.
             no_bars = None if config.progress_bar is None else not config.progress_bar  # None: only on a terminal
@@ -104,8 +108,8 @@ def fit(args, family):
         last_saved = progress.last_saved if progress else 0
         kept = (f"{run_dir.checkpoint_dir} holds the last finite epoch ({last_saved})" if last_saved else
                 "no epoch finished, so no checkpoint was written")
-        raise NonFiniteLossError(f"non-finite loss in epoch {epoch} ({error}); {kept}: try a lower --lr or "
-                                 "--grad_clip 1.0") from None
+        raise NonFiniteLossError(f"non-finite loss in epoch {epoch} ({error}); {kept}: {family.divergence_hint}"
+                                 ) from None
     except (KeyboardInterrupt, Terminated) as stop:
         name, status = signal_name_and_status(stop)
         kept = resume_hint(run_dir, progress.last_saved if progress else 0, family.script)
@@ -124,6 +128,14 @@ def save_samples(family, model, config, epoch, writer, run_dir):
         grid = family.sample_grid(model, config)  # [3, H, W] in [0, 1]
     run_dir.save_samples(epoch, grid)
     writer.add_image("samples", grid, global_step=epoch)
+
+
+def redraw_missing_samples(family, model, config, epoch, writer, run_dir):
+    """The grid of the resumed checkpoint's `epoch`, when it is due (--sample_epochs or the last epoch) and missing:
+    a run killed after saving that checkpoint but before writing the grid. The random state and weights are those
+    the checkpoint saved, exactly those the grid was to be drawn from, so the grid is the uninterrupted run's."""
+    if (epoch in config.sample_epochs or epoch == config.epochs) and not run_dir.samples_path(epoch).is_file():
+        save_samples(family, model, config, epoch, writer, run_dir)
 
 
 def print_setup(run):

@@ -74,8 +74,9 @@ def resumed_settings(config):
         if new[name] == merged.get(name) or (name in paths.RECORDED and paths.same_folder(new[name], merged[name])):
             continue
         if name not in RESUME_MAY_CHANGE:
+            may_change = [flag for flag in RESUME_MAY_CHANGE if flag in default]  # the flags this family has
             raise UserError(f"--{name} {new[name]} differs from the resumed run's {merged.get(name)}; a resumed run "
-                            f"keeps its settings (only --{', --'.join(RESUME_MAY_CHANGE)} may change)")
+                            f"keeps its settings (only --{', --'.join(may_change)} may change)")
         merged[name] = new[name]
     if "data_dir" in given:
         merged["data_dir"] = str(resolve_path(new["data_dir"], "--data_dir"))
@@ -87,13 +88,14 @@ def resumed_settings(config):
 
 
 def speed_choices(config, device, num_train, saved):
-    """What precision, compilation and memory format to use: the recorded ones on resume (so a resumed run
-    computes what the uninterrupted one would), else hardware.choose's for this device and run length."""
+    """What precision, compilation, memory format and thread count to use: the recorded ones on resume (so a resumed
+    run computes what the uninterrupted one would; OMP_NUM_THREADS, when set, wins), else hardware.choose's for this
+    device and run length. Sets torch's thread count."""
     if saved is not None:
         choice = dict(saved)
         if "compile" in config.given and config.compile != "auto":
             choice["compile"] = config.compile == "on"
-        return choice
+        return hardware.apply_threads(choice)  # the recorded thread count: it changes the last bits of the sums
     steps = config.epochs * math.ceil(num_train / config.batch_size)
     return hardware.choose(device, config.precision, config.compile, config.channels_last, steps)
 
@@ -169,15 +171,15 @@ def start_run(config):
     continued from its checkpoints/last.pt. The folder stays locked until the block ends (a new run's from
     Run.begin on).
 
-    A resumed run that already finished all its epochs and its test is yielded with finished=True (nothing is
-    loaded or written). A new run's folder is made after the data and the model: bad input leaves none.
+    A resumed run that already finished all its epochs and its test (a metrics.json of its last epoch: an extended
+    run's earlier test does not count) is yielded with finished=True (nothing is loaded or written). A new run's folder is made after the data and the model: bad input leaves none.
     """
     started = time.time()
     state = None
     if config.resume:
         config, state = resumed_settings(config)
         run_dir = RunDir(resolve_path(config.resume, "--resume"))
-        if state["epoch"] >= config.epochs and run_dir.is_finished():
+        if state["epoch"] >= config.epochs and run_dir.tested_epoch() == state["epoch"]:
             yield Run(config, state, run_dir, started, finished=True)
             return
     else:

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
-from dgmkit.cli.args import ArgumentParser, int_at_least, positive_float, run_name_type, seed_type
+from dgmkit.cli.args import ArgumentParser, int_at_least, path_type, positive_float, run_name_type, seed_type
 from dgmkit.data.datasets import BITS, DATASETS
 from dgmkit.errors import UserError
 from dgmkit.places import PART1_DIR, REPO_ROOT
@@ -43,9 +43,10 @@ class Flag:
     const: Any = None
     metavar: Optional[str] = None
 
-    def add_to(self, group, name, default, help_words):
+    def add_to(self, group, name, default, help_words, help=None):
+        """Add the flag to an argparse group; `help` (a family's own text) replaces the common one."""
         kwargs = {"default": list(default) if isinstance(default, tuple) else default,
-                  "help": self.help.format(**help_words)}
+                  "help": (help or self.help).format(**help_words)}
         if self.kind == "toggle":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif self.kind == "switch":
@@ -104,7 +105,8 @@ class RunConfig:
     flag) and sets SCRIPT (its training script), DESCRIPTION
     (its --help's first line), REQUIRED (settings a checkpoint of the family always records), SHAPE_KEYS (the
     settings its weights' shapes depend on, with SHAPE_DEFAULTS for checkpoints from before a key existed),
-    DEFAULTS (its defaults of common flags) and HELP (the words its help fills in); and defines run_stem()."""
+    DEFAULTS (its defaults of common flags), HELP (the words its help fills in) and HELP_OF (its own help of a
+    common flag whose common text would mislead about it); and defines run_stem()."""
     SCRIPT: ClassVar[Path]
     DESCRIPTION: ClassVar[str]
     REQUIRED: ClassVar[tuple]
@@ -112,6 +114,7 @@ class RunConfig:
     SHAPE_DEFAULTS: ClassVar[dict] = {}
     DEFAULTS: ClassVar[dict] = {}
     HELP: ClassVar[dict] = {}
+    HELP_OF: ClassVar[dict] = {}
     # optimization
     lr: float = flag("optimization", "Adam learning rate", 1e-3, type=positive_float)
     batch_size: int = flag("optimization", "images per minibatch", 128, type=int_at_least(1))
@@ -125,7 +128,7 @@ class RunConfig:
     bits: int = flag("data", "bits per pixel B: L = 2^B levels, level = floor(p/255 L) with 255 -> L-1{bits_tail}", 4,
                      type=int_at_least(min(BITS), max(BITS)))
     data_dir: Path = flag("data", "folder holding FashionMNIST/raw/ or MNIST/raw/ (downloaded there when missing)",
-                          REPO_ROOT / "data", type=Path)
+                          REPO_ROOT / "data", type=path_type)
     num_workers: int = flag("data", "DataLoader worker processes (the data are in memory: 0 is usually fastest)", 0,
                             type=int_at_least(0))
     # speed
@@ -143,7 +146,7 @@ class RunConfig:
     eval_batch_size: int = flag("evaluation", "images per validation/test batch", 512, type=int_at_least(1))
     # logging
     log_dir: Path = flag("logging", "each run gets a fresh timestamped folder in here", PART1_DIR / "VAE_logs",
-                         type=Path)
+                         type=path_type)
     run_name: Optional[str] = flag("logging", "name of the run folder instead of <date>_<time>_{stem} (a sweep names "
                                    "its runs)", type=run_name_type)
     sample_epochs: list = flag("logging", "epochs after which an 8x8 sample grid is saved (0: before training); the "
@@ -151,7 +154,7 @@ class RunConfig:
     progress_bar: Optional[bool] = flag("logging", "tqdm progress bars over epochs and batches (None: only when stderr "
                                         "is a terminal)", kind="toggle")
     resume: Optional[Path] = flag("logging", "continue this run folder from its checkpoints/last.pt, with its settings",
-                                  type=Path, metavar="RUN_DIR")
+                                  type=path_type, metavar="RUN_DIR")
     # hardware
     device: str = flag("hardware", "where to train; auto = CUDA when available", "auto", choices=("auto", "cpu", "cuda"))
     given: frozenset = frozenset()
@@ -166,7 +169,8 @@ class RunConfig:
             if names:
                 group = parser.add_argument_group(GROUP_TITLES.get(title, title))
                 for name in names:
-                    flags[name].add_to(group, name, cls.DEFAULTS.get(name, flags[name].default), cls.HELP)
+                    flags[name].add_to(group, name, cls.DEFAULTS.get(name, flags[name].default), cls.HELP,
+                                       cls.HELP_OF.get(name))
         return parser
 
     def run_stem(self):

@@ -6,6 +6,7 @@ import torch
 import torchvision
 
 from dgmkit.contexts import forked_rng
+from dgmkit.engine import memory
 from dgmkit.engine.board import Board, lines
 from dgmkit.engine.loop import Family
 from dgmkit.errors import NonFiniteLossError
@@ -15,9 +16,14 @@ from dgmkit.gan.config import GAN_SCRIPT
 STATS = ("d_loss", "g_loss", "d_real", "d_fake")
 
 
+SIZE_FLAGS = ("latent_dim",)  # the setting that sizes the GAN's parameters (its MLPs are otherwise fixed)
+
+
 def build(config, device, choice):
-    """The GAN, one Adam optimizer per player (saved and restored together), and one epoch of training: per batch
-    one discriminator step, then one generator step (gan.train_epoch)."""
+    """The GAN (once engine/memory.py's check says both players fit), one Adam optimizer per player (saved and
+    restored together), and one epoch of training: per batch one discriminator step, then one generator step
+    (gan.train_epoch)."""
+    memory.check_fits(lambda: gan.GAN(config.latent_dim, 2 ** config.bits), device, SIZE_FLAGS)
     model, optimizer_g, optimizer_d = gan.build(config.latent_dim, 2 ** config.bits, config.lr, (config.beta1, 0.999),
                                                 device)
 
@@ -74,4 +80,5 @@ BOARD = Board("gan", {
 }, ("dataset", "bits", "latent_dim", "lr", "beta1", "batch_size", "epochs", "seed"),
     ("final_d_loss", "final_g_loss", "final_d_real", "final_d_fake", "seconds_per_epoch"))
 GAN_FAMILY = Family(script=GAN_SCRIPT, build=build, validate=None, sample_grid=sample_grid, test=test_phase,
-                    shown=STATS, summary=summary, board=BOARD)
+                    shown=STATS, summary=summary, board=BOARD,
+                    divergence_hint="try a lower --lr or --beta1")  # the GAN's steps do not clip (no --grad_clip)

@@ -185,22 +185,30 @@ def train_epoch(gan, loader, optimizer_g, optimizer_d):
     """One pass over `loader` (batches of long levels [B, 1, 28, 28], or (levels, labels) pairs as the project's
     loaders give them): per batch one discriminator step, then one generator step on B fakes.
 
+    A batch of one image is skipped (no step, no draw from the RNG): the generator's batch norm in training mode
+    has no batch statistics for one sample (torch raises ValueError). The shared loaders end an epoch with a smaller
+    batch, of one image when the training set leaves one over (3,600 images at --batch_size 59); dropping it
+    here, for the only family with batch norm, keeps the loaders and the other families' runs as they are, on
+    the CPU's DataLoader and the GPU's DeviceBatches alike. The shuffle puts another image last next epoch.
+
     Returns the batch averages of "d_loss", "g_loss", "d_real" and "d_fake" (D(G(z)) as the discriminator step saw
     it, before its update). Raises FloatingPointError on a non-finite loss (before that step updates anything),
-    ValueError on an empty loader.
+    ValueError when no batch of two or more images came.
     """
     gan.train()
     totals = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
     batches = 0
     for batch in loader:
         real_levels = batch[0] if isinstance(batch, (tuple, list)) else batch   # [B, 1, 28, 28]
+        if real_levels.shape[0] < 2:
+            continue
         d_stats = discriminator_step(gan, real_levels, optimizer_d)
         g_stats = generator_step(gan, real_levels.shape[0], optimizer_g)
         for key, value in (*d_stats.items(), ("g_loss", g_stats["g_loss"])):
             totals[key] += value
         batches += 1
     if batches == 0:
-        raise ValueError("train_epoch: the loader yielded no batches")
+        raise ValueError("train_epoch: the loader yielded no batch of two or more images")
     return {key: value / batches for key, value in totals.items()}
 
 

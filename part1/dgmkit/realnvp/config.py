@@ -6,7 +6,7 @@ line).
 import dataclasses
 from typing import ClassVar
 
-from dgmkit.cli.args import int_at_least, positive_float
+from dgmkit.cli.args import float_between, int_at_least
 from dgmkit.engine.settings import RunConfig, flag, fp32_only
 from dgmkit.places import PART1_DIR
 
@@ -27,6 +27,10 @@ class RealNVPConfig(RunConfig):
                           "log_dir": PART1_DIR / "RealNVP_logs", "sample_epochs": (0, 20, 40)}
     HELP: ClassVar = {"stem": "realnvp",
                       "bits_tail": "; the flow models (x + u) / L, u ~ U[0,1)^D (uniform dequantization)"}
+    HELP_OF: ClassVar = {
+        "dataset": "mnist (the 2019 assignment, 8-bit: --bits 8, the default) or fashion_mnist (the VAE's 2021 "
+                   "data: --bits 4 compares with its bpd)",
+        "precision": "fp32 only: a flow's log-determinants are not checked in bf16 here (auto or bf16 is refused)"}
     # model
     hidden_channels: int = flag("model", "channels of every coupling's s/t conv net", 32, type=int_at_least(1))
     num_blocks: int = flag("model", "residual blocks of every coupling's s/t conv net", 2, type=int_at_least(1))
@@ -36,7 +40,9 @@ class RealNVPConfig(RunConfig):
     # evaluation
     final_draws: int = flag("evaluation", "dequantization noise draws per test image for the test bound (its SE over "
                             "images is reported)", 10, type=int_at_least(1))
-    temperature: float = flag("evaluation", "sample grids draw z ~ N(0, T^2 I)", 1.0, type=positive_float)
+    temperature: float = flag("evaluation", "sample grids draw z ~ N(0, T^2 I), 0 < T <= 100 (the paper's grids: T "
+                              "<= 1; far above 1 the pixels saturate at 0 or L-1)", 1.0,
+                              type=float_between(0, 100, low_open=True))
 
     @classmethod
     def validate(cls, parser, args):

@@ -8,6 +8,7 @@ import torch
 import torchvision
 
 from dgmkit.contexts import eval_mode, forked_rng
+from dgmkit.engine import memory
 from dgmkit.engine.board import Board, lines
 from dgmkit.engine.epoch import CompiledOrEager, train_epoch
 from dgmkit.engine.loop import Family
@@ -19,10 +20,23 @@ from dgmkit.stats import mean_and_se
 STATS = ("bpd", "nll_nats", "logdet_nats")
 
 
+SIZE_FLAGS = ("hidden_channels", "num_blocks", "couplings")  # the settings that size the flow's parameters
+
+
+def make_model(config, **depths):
+    """The flow of `config` on the current default device; depths (num_blocks, couplings) replace config's."""
+    sizes = {"num_blocks": config.num_blocks, "couplings": config.couplings, **depths}
+    return RealNVP(levels=2 ** config.bits, hidden_channels=config.hidden_channels, num_scales=config.num_scales,
+                   **sizes)
+
+
 def build(config, device, choice):
-    """The flow, Adam, and one epoch of maximum likelihood on dequantized images (compiled when chosen)."""
-    model = RealNVP(levels=2 ** config.bits, hidden_channels=config.hidden_channels, num_blocks=config.num_blocks,
-                    num_scales=config.num_scales, couplings=config.couplings).to(device)
+    """The flow (once engine/memory.py's check says it fits), Adam, and one epoch of maximum likelihood on
+    dequantized images (compiled when chosen). Each residual block and coupling adds the same parameters, so the
+    check counts the flow at depths 1 and 2 and interpolates (memory.parameter_count)."""
+    memory.check_fits(lambda **depths: make_model(config, **depths), device, SIZE_FLAGS,
+                      depths={"num_blocks": config.num_blocks, "couplings": config.couplings})
+    model = make_model(config).to(device)
     if choice["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)

@@ -4,7 +4,8 @@ A write goes to a temporary file that is *created* for it (tempfile.mkstemp: O_C
 random name in the destination's folder, so a link planted at a guessable name such as `best.pt.tmp` is
 never opened), is flushed and fsynced, then renamed over the destination with os.replace (atomic on POSIX;
 rename replaces a link itself and never writes through it). A crash, a full disk or a signal leaves the
-old file or the new one, never a torn one, and no temporary file once the process unwinds.
+old file or the new one, never a torn one, and no temporary file once the process unwinds; every refusal of
+the storage (however the writer reports it: torch.save wraps it in a RuntimeError) is one line naming the file.
 
 It refuses, in one line (a UserError, exit status 2), to replace a destination that is a symbolic link or a
 folder, and to write into a folder that is a symbolic link: the folders a run writes into are either the
@@ -68,13 +69,29 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as error:
+    except Exception as error:
         _unlink(tmp)
-        raise UserError(f"cannot write {path}: {error.strerror or first_line(error)}; {path.name} is unchanged "
+        cause = storage_error(error)
+        if cause is None:
+            raise  # a bug, not the disk: its traceback is wanted
+        raise UserError(f"cannot write {path}: {cause.strerror or first_line(cause)}; {path.name} is unchanged "
                         "(free disk space or fix the folder's permissions)") from None
-    except BaseException:  # a signal or a bug while writing: no temporary file is left behind
+    except BaseException:  # a signal while writing: no temporary file is left behind
         _unlink(tmp)
         raise
+
+
+def storage_error(error):
+    """The OSError behind a failed write, or None. Writers that wrap the file in their own code report the disk's
+    refusal in their own exception: torch.save's zip writer raises a RuntimeError ("unexpected pos ...") whose
+    __context__ is the OSError (ENOSPC on a full disk, EFBIG past `ulimit -f`), so the chain is searched."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _unlink(tmp):

@@ -30,7 +30,7 @@ def load_finished_run(run_dir):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist")
-    if not RunDir(run_dir).is_finished():
+    if RunDir(run_dir).read_metrics() is None:
         raise UserError(f"{run_dir} has no metrics.json: the run is unfinished (resume it with part1/train_torch.py "
                         "--resume) or not a run folder; nothing was written")
     run = load_run(run_dir)
@@ -38,6 +38,11 @@ def load_finished_run(run_dir):
     check_fields(run["metrics"], {}, run_dir / RunDir.METRICS, required=(
         "test_bpd", "test_rec_nats", "test_kl_nats", "best_epoch", "epochs", "seconds_per_epoch", "wall_time_s",
         "device"))
+    tested, last = run["metrics"]["epochs"], run["history"][-1]["epoch"]
+    if tested != last:  # RunDir.is_finished: an extended run keeps its earlier test's metrics.json until retested
+        raise UserError(f"{run_dir / RunDir.METRICS} tests the model after epoch {tested}, but history.jsonl goes on "
+                        f"to epoch {last}: the run was extended and is unfinished (resume it with part1/train_torch.py "
+                        "--resume); nothing was written")
     if run["eval"] is not None:
         where = RunDir(run_dir).eval_path("test")
         check_fields(run["eval"], {}, where, required=(

@@ -134,9 +134,15 @@ class RunDir:
     @contextlib.contextmanager
     def locked(self):
         """Hold the run folder's lock for the block: a second process that wants to write into the same run
-        (a training, a resume, an evaluation) gets a one-line UserError instead of interleaving its files. An
-        advisory flock on .lock (opened without following a link), released when the process ends, even by
-        SIGKILL; the file is removed on the way out."""
+        (a training, a resume, an evaluation, a sweep about to remove an unstarted point) gets a one-line
+        UserError instead of interleaving its files. An advisory flock on .lock (opened without following a
+        link), released when the process ends, even by SIGKILL.
+
+        The file stays when the lock is released: removing it would let a process that opened it just before
+        lock the removed file while a third one locks a new .lock, two holders of one folder. Only "someone
+        else holds it" (EWOULDBLOCK) is reported as a folder in use; any other failure (a file system without
+        lock support, say) is reported as what it is.
+        """
         path = self.path / LOCK
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -144,16 +150,18 @@ class RunDir:
             raise UserError(f"cannot lock the run folder {self} ({path}: {error.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
-            raise UserError(f"the run folder {self} is in use by another process (a training, resume or "
-                            "evaluation); wait for it to finish or stop it, then retry") from None
+            raise UserError(f"the run folder {self} is in use by another process (a training, resume, "
+                            "evaluation or sweep); wait for it to finish or stop it, then retry") from None
+        except OSError as error:
+            os.close(fd)
+            raise UserError(f"cannot lock the run folder {self} ({path}: {error.strerror}): its file system may "
+                            "not support file locks; use a run folder on a local disk") from None
         try:
             yield self
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            os.close(fd)
+            os.close(fd)  # releases the lock; the file stays (see above)
 
     def remove_stale_tmp(self):
         """The temporary files a SIGKILLed writer left in the folder and in checkpoints/ (atomic_io)."""
@@ -260,8 +268,16 @@ class RunDir:
         return read_json(self.path / self.METRICS)
 
     def is_finished(self):
-        """A run is finished when it wrote metrics.json (after its test phase)."""
-        return (self.path / self.METRICS).is_file()
+        """A run is finished when its metrics.json belongs to its last epoch: the test phase ran after the last epoch
+        history.jsonl records. A run extended by --epochs (or interrupted while testing the extension) keeps the
+        earlier test's metrics.json, whose "epochs" is then short of the history's last epoch: not finished."""
+        history = self.read_history()
+        return bool(history) and self.tested_epoch() == history[-1]["epoch"]
+
+    def tested_epoch(self):
+        """The number of epochs the model metrics.json tests had trained (its "epochs"); None without one."""
+        metrics = self.read_metrics()
+        return None if metrics is None else metrics.get("epochs")
 
     def write_eval(self, split, result):
         write_json(self.eval_path(split), result)

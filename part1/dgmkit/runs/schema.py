@@ -14,9 +14,10 @@ METRICS_FIELDS = {**{name: NUMBER for name in ("test_bpd", "test_rec_nats", "tes
 EVAL_FIELDS = {**{name: NUMBER for name in ("bpd", "bpd_se", "nelbo_nats", "nelbo_nats_se", "iw_bpd", "iw_bpd_se",
                                             "iw_nats", "iw_nats_se", "gap_bpd", "gap_bpd_se", "rec_nats", "kl_nats",
                                             "wall_time_s")},
-               **{name: int for name in ("num_images", "iw_samples", "active_units", "epoch", "seed")},
+               **{name: int for name in ("num_images", "iw_samples", "active_units", "epoch", "seed", "batch_size",
+                                         "chunk_size")},
                **{name: int for name in ("bits",)},
-               **{name: str for name in ("checkpoint", "split", "data_dir", "device", "dataset")},
+               **{name: str for name in ("checkpoint", "split", "data_dir", "device", "dataset", "written_by")},
                "per_class": dict, "latents": dict, "pictures": dict, "per_image_iw_bpd": list}
 
 

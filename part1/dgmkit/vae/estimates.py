@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from dgmkit.contexts import eval_mode, forked_rng
-from dgmkit.data.datasets import CLASSES
+from dgmkit.data.datasets import CLASSES, DATASETS
 from dgmkit.errors import UserError
 from dgmkit.stats import mean_and_se
 from dgmkit.vae.bounds import elbo_per_image, iw_log_likelihood
@@ -21,10 +21,11 @@ from utils import elbo_to_bpd
 # Burda et al. 2016: unit d is active when Cov_x(E_q[z_d]) > 0.01. Measured on mu_0(x), the mean of the base
 # Gaussian q_0(z_0|x): without a flow that is E_q[z_d]; with one it is not the mean of the flow's output z_L.
 ACTIVE_THRESHOLD = 0.01
+CHUNK_SIZE = 2048  # latents per decoder call: evaluate.py's default --chunk_size, and training's test phase's
 
 
 @torch.inference_mode()
-def evaluate_loader(model, loader, num_samples=100, chunk_size=2048, seed=0, progress=False):
+def evaluate_loader(model, loader, num_samples=100, chunk_size=CHUNK_SIZE, seed=0, progress=False):
     """Both estimates for every image of a loader, in eval mode, without gradients.
 
     Args:
@@ -108,9 +109,46 @@ def summarize(per_image, active_threshold=ACTIVE_THRESHOLD, classes=CLASSES):
     return summary
 
 
-def evaluation_record(per_image, classes=CLASSES, **about):
-    """The eval_<split>.json record (runs/schema.py's EVAL_FIELDS): `about` (checkpoint, epoch, split, data_dir, seed,
-    device, ...), the summary, and per_image_iw_bpd, every image's negative IW bound in bpd (in loader
-    order: the study pairs images across runs by position); `classes` names the labels for per_class."""
+def evaluation_record(per_image, *, written_by, checkpoint, epoch, dataset, bits, split, data_dir, seed, batch_size,
+                      chunk_size, device, wall_time_s, pictures=None):
+    """The eval_<split>.json record (runs/schema.py's EVAL_FIELDS; part1/README.md), built here for both of its writers,
+    train_torch.py's test phase and evaluate.py, so that both write the same fields (every one is a required keyword):
+    who wrote it (`written_by`), what it evaluated (checkpoint, epoch, dataset, bits, split, data_dir), what its draws
+    of z depend on (seed, batch_size, chunk_size, device), wall_time_s and pictures (None when none were drawn); then
+    the summary (per_class named by the dataset's classes) and per_image_iw_bpd, every image's negative IW bound in
+    bpd (in loader order: the study pairs images across runs by position)."""
+    about = {"written_by": written_by, "checkpoint": checkpoint, "epoch": epoch, "dataset": dataset, "bits": bits,
+             "split": split, "data_dir": data_dir, "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size,
+             "device": device, "wall_time_s": wall_time_s, "pictures": pictures}
     per_image_bpd = [_bpd(v, per_image["dims"]) for v in (-per_image["iw"]).tolist()]
-    return {**about, **summarize(per_image, classes=classes), "per_image_iw_bpd": per_image_bpd}
+    return {**about, **summarize(per_image, classes=DATASETS[dataset].classes), "per_image_iw_bpd": per_image_bpd}
+
+
+def _figure(value, digits=4):
+    """A number of a record as text (a damaged record's odd value as its repr, so a line never fails)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"{value:.{digits}f}" if number else repr(value)
+
+
+def evaluation_line(record):
+    """The line both writers print for an eval_<split>.json record: what was evaluated, by whom, with which draws
+    (a second evaluation of the same checkpoint differs by these: seed, batch and chunk size), and both estimates."""
+    r = record
+    return (f"{r['split']} split, {r['num_images']} images, {r['checkpoint']} (epoch {r['epoch']}), {r['dataset']} "
+            f"{r['bits']}-bit, by {r['written_by']}, seed {r['seed']}, batch {r['batch_size']}, chunk "
+            f"{r['chunk_size']} | ELBO (one z per image) {_figure(r['bpd'])} +- {_figure(r['bpd_se'] or 0)} bpd "
+            f"({_figure(r['nelbo_nats'], 2)} nats) | IW K={r['iw_samples']} {_figure(r['iw_bpd'])} +- "
+            f"{_figure(r['iw_bpd_se'] or 0)} bpd ({_figure(r['iw_nats'], 2)} nats) | gap {_figure(r['gap_bpd'])} "
+            f"bpd | active units {r['active_units']}/{r['latents']['z_dim']} | {_figure(r['wall_time_s'], 0)} s")
+
+
+def replaced_line(earlier):
+    """What an earlier eval_<split>.json held, in a few words: its headline as evaluation.write_evaluation keeps it
+    (a damaged file's: {"damaged": why})."""
+    e = earlier
+    if "damaged" in e:
+        return f"a damaged file ({e['damaged']})"
+    who = f"{e['written_by']}'s evaluation" if "written_by" in e else "an evaluation by an older version"
+    return (f"{who} of {e.get('checkpoint')} (epoch "
+            f"{e.get('epoch')}), seed {e.get('seed')}, K={e.get('iw_samples')}: ELBO {_figure(e.get('bpd'))}, IW "
+            f"{_figure(e.get('iw_bpd'))} bpd")

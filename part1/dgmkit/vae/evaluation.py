@@ -1,11 +1,14 @@
-"""What evaluate.py computes besides the estimates (estimates.py): a train_torch.py checkpoint's VAE rebuilt and
-checked, and its pictures: originals over reconstructions, and latent interpolations between pairs of images.
+"""What evaluate.py does besides the estimates (estimates.py): a train_torch.py checkpoint's VAE rebuilt and checked,
+its pictures (originals over reconstructions, latent interpolations between pairs of images), the writing of an
+eval_<split>.json that never replaces an earlier one silently (also for training's test phase), and the recognition
+of a failed allocation (an evaluation chunk too large for memory).
 """
+
 import torch
 import torchvision
 
 from dgmkit.contexts import eval_mode
-from dgmkit.errors import first_line
+from dgmkit.errors import UserError, allocation_failure, first_line
 from dgmkit.runs.checkpoints import CheckpointError, load_checkpoint
 from dgmkit.vae.config import TrainConfig
 from dgmkit.vae.model import VAE
@@ -20,12 +23,19 @@ def load_model(path, device):
                               "or a .pt file written by train_torch.py)")
     ckpt = load_checkpoint(path)
     TrainConfig.check_saved(ckpt["args"], f"{path}, args")
+    epoch = ckpt.get("epoch")  # the step of the TensorBoard entries and the record's epoch
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
+        raise CheckpointError(f"{path}: its 'epoch' is {str(epoch)[:40]!r}, not a whole number of epochs; the "
+                              "checkpoint is damaged")
     args = ckpt["args"]
     try:
         model = VAE(int(args["num_filters"]), int(args["z_dim"]), float(args.get("lr", 1e-3)),
                     args.get("flow", "none"), int(args.get("flow_length", 0)), 2 ** int(args.get("bits", 4)))
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, MemoryError) as error:
+        if allocation_failure(error):
+            raise CheckpointError(f"the model of {path} (z_dim {args['z_dim']}, num_filters {args['num_filters']}) "
+                                  f"does not fit in memory ({allocation_failure(error)})") from None
         raise CheckpointError(f"checkpoint {path} does not match the VAE of train_torch.py: "
                               f"{first_line(error)}") from None
     return model.to(device).eval(), ckpt
@@ -101,3 +111,37 @@ def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, s
         if writer is not None:
             writer.add_image(f"eval_{split}/{kind}", grid, step)
     return names
+
+
+# ---- eval_<split>.json and failed allocations -------------------------------------------------------------------
+
+# The headline of an earlier eval_<split>.json that a new one keeps under "replaced" (part1/README.md).
+REPLACED_KEYS = ("written_by", "checkpoint", "epoch", "dataset", "bits", "split", "seed", "batch_size", "chunk_size",
+                 "num_images", "iw_samples", "bpd", "bpd_se", "iw_bpd", "iw_bpd_se", "wall_time_s")
+
+
+def write_evaluation(run_dir, split, record):
+    """Write `record` (estimates.evaluation_record) as run_dir's eval_<split>.json, never replacing an earlier one
+    silently: the new file keeps, under "replaced", the headline (REPLACED_KEYS) of every evaluation it replaced,
+    oldest first (of an earlier file that is not a JSON object: {"damaged": why}). The same evaluation again (every
+    headline field equal but the wall time: a resumed test phase, a rerun with the same flags) replaces nothing.
+    Returns the written record and the replaced one's headline (None when nothing was replaced), for the writer's
+    line (estimates.replaced_line)."""
+    try:
+        earlier = run_dir.read_eval(split)
+    except UserError:  # not JSON, or not an object: it is replaced, and the line says it was damaged
+        earlier = {"damaged": "not a JSON object"}
+    headline = None
+    if earlier is not None:
+        chain = earlier.get("replaced")
+        chain = [entry for entry in chain if isinstance(entry, dict)] if isinstance(chain, list) else []
+        headline = {key: earlier[key] for key in (*REPLACED_KEYS, "damaged") if key in earlier}
+        if _without_time(headline) == _without_time(record):
+            headline = None
+        record = {**record, "replaced": chain + ([headline] if headline else [])} if chain or headline else record
+    run_dir.write_eval(split, record)
+    return record, headline
+
+
+def _without_time(record):
+    return {key: record.get(key) for key in REPLACED_KEYS if key != "wall_time_s"} | {"damaged": record.get("damaged")}

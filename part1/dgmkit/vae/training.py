@@ -5,14 +5,12 @@ Each loop returns a dict of named statistics (averages over the images seen); it
 into history.jsonl, TensorBoard and metrics.json: "bpd" (negative ELBO, bits per dimension),
 "rec_nats" and "kl_nats" (nats per image), and, in training, "objective_bpd" (the loss minimised).
 """
-import os
-
 import torch
 import torchvision
 
 from dgmkit.contexts import eval_mode
+from dgmkit.engine import memory
 from dgmkit.engine.epoch import CompiledOrEager, train_epoch
-from dgmkit.errors import UserError
 from dgmkit.vae.bounds import objective
 from dgmkit.vae.model import VAE
 
@@ -68,22 +66,13 @@ def sample_grid(model, batch_size=64):
     return torchvision.utils.make_grid(samples.float().cpu() / (model.levels - 1), nrow=8)  # [3, H, W] in [0, 1]
 
 
-def _memory_bytes(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+SIZE_FLAGS = ("z_dim", "num_filters", "flow_length")  # the settings that size the VAE's parameters
 
 
 def check_fits(num_filters, z_dim, flow, flow_length, device, levels=16):
-    """A one-line UserError when the parameters alone (with gradients and Adam's two moments: 4 copies in
-    fp32) would not fit in the device's memory; counted on the meta device, so nothing is allocated."""
-    with torch.device("meta"):
-        count = sum(p.numel() for p in VAE(num_filters, z_dim, 0.0, flow, flow_length, levels).parameters())
-    need, have = 16 * count, _memory_bytes(device)
-    if need > have:
-        raise UserError(f"the model does not fit: {count:,} parameters need about {need / 2**30:,.0f} GiB for "
-                        f"weights, gradients and Adam state, and the {device.type} has {have / 2**30:,.0f} GiB; "
-                        "lower --z_dim or --num_filters")
+    """A one-line UserError when the parameters alone (with gradients and Adam's two moments) would not fit in the
+    device's memory; counted on the meta device, so nothing is allocated (engine/memory.py's check_fits)."""
+    return memory.check_fits(lambda: VAE(num_filters, z_dim, 0.0, flow, flow_length, levels), device, SIZE_FLAGS)
 
 
 def build_model(settings, device, choice):
