@@ -118,3 +118,26 @@ def test_no_source_file_is_ignored_by_git():
     if found.returncode == 128:
         pytest.skip("not a git checkout")
     assert found.stdout.split() == [], "ignored by .gitignore, so never committed: " + found.stdout
+
+
+def test_every_familys_default_log_folder_is_ignored_and_shown_to_tensorboard():
+    """Issue 25 #24: a new user's `git status` showed part1/RealNVP_logs/ and part1/GAN_logs/ (megabytes of
+    checkpoints), and the README's TensorBoard command named only the VAE's folder."""
+    from dgmkit.gan.config import GANConfig
+    from dgmkit.realnvp.config import RealNVPConfig
+    from dgmkit.vae.config import TrainConfig
+    root = PART1.parent
+    folders = [Path(config.defaults()["log_dir"]).relative_to(root).as_posix()
+               for config in (TrainConfig, RealNVPConfig, GANConfig)]
+    assert len(set(folders)) == 3, folders
+    try:
+        found = subprocess.run(["git", "check-ignore", "--no-index", *[f"{f}/run/checkpoints/last.pt" for f in folders]],
+                               cwd=root, capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("git is not installed")
+    if found.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert len(found.stdout.split()) == 3, f"not ignored by git: {folders} -> {found.stdout!r}"
+    readme = (root / "README.md").read_text()
+    for folder in folders:
+        assert f"tensorboard --logdir {folder}" in readme
