@@ -32,7 +32,8 @@ def run_cli(prog, main, args):
     (one_line: control characters in the message, e.g. a path's newline, are escaped).
 
     A failed allocation (MemoryError, or torch's allocator RuntimeErrors: a batch or model that does not fit) is a
-    user error, one line saying what to lower; so is an OSError that reaches here (a path the OS refused: too long, a link loop, no permission, a full disk).
+    user error, one line saying what to lower; so is an OSError that reaches here (a path the OS refused: too long,
+    a link loop, no permission, a full disk).
     """
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # from entry's start-up guard

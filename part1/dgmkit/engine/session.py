@@ -172,7 +172,8 @@ def start_run(config):
     Run.begin on).
 
     A resumed run that already finished all its epochs and its test (a metrics.json of its last epoch: an extended
-    run's earlier test does not count) is yielded with finished=True (nothing is loaded or written). A new run's folder is made after the data and the model: bad input leaves none.
+    run's earlier test does not count) is yielded with finished=True (nothing is loaded or written). A new run's
+    folder is made after the data and the model: bad input leaves none.
     """
     started = time.time()
     state = None
