@@ -5,6 +5,7 @@ relative to its run folder (dgmkit/runs/paths.py), so each function takes the ru
 Which data (dataset and bits) a run trained on and was evaluated on, `data_key`, is what every comparison checks
 first: runs on different data are refused in one line (`same_data`), and headings name the runs' own data.
 """
+import os
 from pathlib import Path
 
 import torch
@@ -84,9 +85,11 @@ def describe_data(data_dir, dataset="fashion_mnist", run_dir=None):
     if not data_dir:
         return DASH
     root = data_root(data_dir, dataset, run_dir)
-    shown = root if root.is_absolute() and root.is_relative_to(REPO_ROOT.parent) else Path(data_dir)
-    if shown.is_absolute() and shown.is_relative_to(REPO_ROOT.parent):
-        shown = Path("..") / shown.relative_to(REPO_ROOT.parent)  # e.g. ../shared/data, as the README says
+    # The folder as the record names it (no links resolved: ../shared may be a link), else as it was found.
+    named = [Path(os.path.normpath(Path(run_dir).absolute() / data_dir))] if run_dir else []
+    named = [place for place in named if place.is_dir()]  # older records name it from where the run was started
+    shown = next((Path("..") / place.relative_to(REPO_ROOT.parent) for place in (*named, root)  # e.g. ../shared/data
+                  if place.is_absolute() and place.is_relative_to(REPO_ROOT.parent)), Path(data_dir))
     counts = []
     for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
         try:
