@@ -30,6 +30,7 @@ from dgmkit.cli.runner import run_cli
 from dgmkit.data.datasets import BITS, DATASETS, load_data
 from dgmkit.data.folders import resolve_data_dir
 from dgmkit.engine.hardware import resolve_device
+from dgmkit.engine.session import configure_cuda
 from dgmkit.errors import (EXIT_SIGINT, EXIT_SIGTERM, Interrupted, Terminated, UserError, allocation_failure,
                            signal_name_and_status)
 from dgmkit.places import REPO_ROOT
@@ -114,6 +115,8 @@ def main(args):
     device = resolve_device(args.device)
     ckpt_path, run_dir = resolve_checkpoint(resolve_path(args.checkpoint, "RUN_DIR_OR_CHECKPOINT"))
     model, ckpt = load_model(ckpt_path, device)
+    if device.type == "cuda":  # the training's TF32 setting (--precision fp32: none), so its figures compare
+        configure_cuda(deterministic=False, precision=ckpt["args"].get("precision", "auto"))
     data = {name: ckpt["args"].get(name, default) for name, default in (("dataset", "fashion_mnist"), ("bits", 4))}
     for name, value in data.items():  # the data the model was trained on; a flag may only confirm it
         if getattr(args, name) is not None and getattr(args, name) != value:

@@ -135,3 +135,11 @@ def test_a_damaged_torchvision_cache_is_never_read(tmp_path):
     assert sorted(map(bytes, everything.numpy())) == sorted(map(bytes, quantize(torch.as_tensor(images)).numpy()))
     assert torch.equal(test.dataset.images.squeeze(1), quantize(torch.as_tensor(images[:10])))
     assert torch.equal(test.dataset.labels, torch.as_tensor(labels[:10]).long())
+
+
+def test_host_batches_are_not_pinned_so_a_cpu_run_never_touches_cuda(tmp_path, monkeypatch):
+    """Issue 26 #6: pinning (when CUDA was merely available) created a CUDA context for a CPU run."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU
+    root = generated_data(tmp_path, 40, 10, seed=0)
+    for loader in load_data(root, batch_size=8):
+        assert loader.pin_memory is False

@@ -80,3 +80,37 @@ def test_a_resume_trains_at_the_recorded_thread_count(finished_run, tmp_path, mo
         assert saved["threads"] == recorded + 1 and saved["why"]["threads"] == "explicit: OMP_NUM_THREADS"
     finally:
         torch.set_num_threads(before)
+
+
+def test_fp32_on_cuda_means_fp32(monkeypatch):
+    """Issue 26 #3: --precision fp32 turns TF32 off (it keeps 10 mantissa bits); auto and bf16 allow it. The flags
+    are global torch settings, set here without a GPU and put back."""
+    import torch
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        for precision, tf32 in (("fp32", False), ("auto", True), ("bf16", True), ("fp32", False)):
+            session.configure_cuda(False, precision)
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_a_cpu_resume_keeps_a_gpu_checkpoints_states_and_says_it_is_not_exact(finished_run, tmp_path, capsys):
+    """Issue 26 #2: a checkpoint as a GPU run writes it (one GPU's generator state) resumed on the CPU: one note that
+    the resume is not bit-exact, and the GPU state is still in the new checkpoint for a later GPU resume."""
+    import shutil
+
+    import torch
+    shutil.copytree(finished_run, tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    gpu_state = torch.arange(16, dtype=torch.uint8)
+    state["rng"]["cuda"] = [gpu_state]
+    torch.save(state, last)
+    capsys.readouterr()
+    main(parse_args(["--resume", str(tmp_path / "run"), "--epochs", "3", "--device", "cpu"]))
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: the checkpoint was trained on CUDA and this resume runs on the CPU: its noise comes from "
+                     "another generator, so the resume is not bit-exact (the GPU states are kept for a later GPU "
+                     "resume)"]
+    assert [s.tolist() for s in load_checkpoint(last)["rng"]["cuda"]] == [gpu_state.tolist()]

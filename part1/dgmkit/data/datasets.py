@@ -220,12 +220,12 @@ class DeviceBatches:
             yield self.dataset[index]
 
 
-def _batch_loader(dataset, batch_size, shuffle, num_workers, generator=None, pin_memory=False):
+def _batch_loader(dataset, batch_size, shuffle, num_workers, generator=None):
     """Whole batches indexed from an in-memory dataset: a DataLoader on the CPU, DeviceBatches on a GPU."""
     batches = EpochBatches(len(dataset), batch_size, shuffle, generator)
     if dataset.images.device.type != "cpu":
         return DeviceBatches(dataset, batches)
-    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
                       persistent_workers=num_workers > 0)
 
 
@@ -256,8 +256,8 @@ def load_data(root, dataset="fashion_mnist", bits=4, batch_size=128, num_workers
         download: try to download the files when they are missing.
         generator: torch.Generator for the training-set shuffle (None: torch's global RNG).
         eval_batch_size: images per validation/test batch (None: batch_size).
-        device: where the whole uint8 dataset is kept (None or CPU: host memory, batches
-            pinned when CUDA is available; a CUDA device: about 47 MB of GPU memory for
+        device: where the whole uint8 dataset is kept (None or CPU: host memory, never
+            pinned, so CUDA is not touched; a CUDA device: about 47 MB of GPU memory for
             60,000 images, batches indexed there without host copies).
     Returns:
         (train_loader, val_loader, test_loader), each yielding (images long [B, 1, 28, 28]
@@ -273,12 +273,13 @@ def load_data(root, dataset="fashion_mnist", bits=4, batch_size=128, num_workers
     splits = [(train_images[train_idx], train_labels[train_idx]), (train_images[val_idx], train_labels[val_idx]),
               (test_images, test_labels)]
     train_set, val_set, test_set = (QuantizedImages(x.to(device), y.to(device)) for x, y in splits)
-    pin_memory = device.type == "cpu" and torch.cuda.is_available()
+    # Host batches are not pinned: pinning creates a CUDA context (refused by an exclusive-mode GPU in use) for a run
+    # that may never use the GPU, and a CUDA run keeps its data on the GPU (device) instead.
     num_workers = usable_workers(num_workers) if device.type == "cpu" else num_workers
     return (
-        _batch_loader(train_set, batch_size, True, num_workers, generator, pin_memory),
-        _batch_loader(val_set, eval_batch_size, False, num_workers, pin_memory=pin_memory),
-        _batch_loader(test_set, eval_batch_size, False, num_workers, pin_memory=pin_memory),
+        _batch_loader(train_set, batch_size, True, num_workers, generator),
+        _batch_loader(val_set, eval_batch_size, False, num_workers),
+        _batch_loader(test_set, eval_batch_size, False, num_workers),
     )
 
 

@@ -36,10 +36,12 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def configure_cuda(deterministic):
-    """TF32 matmuls/convs, and cuDNN autotuning unless bitwise determinism is requested."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+def configure_cuda(deterministic, precision="auto"):
+    """TF32 matmuls/convs unless --precision fp32 (which then means fp32: TF32 keeps 10 bits of mantissa), and cuDNN
+    autotuning unless bitwise determinism is requested. Global flags, only ever set for a CUDA run."""
+    tf32 = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.deterministic = deterministic
 
@@ -148,7 +150,10 @@ class Run:
             self.dir = RunDir.create(self.config.log_dir, self.config.run_stem(), self.config.run_name)
             self.holds.enter_context(self.dir.locked())
         else:
-            restore_training_state(self.state, self.dir.checkpoint("last"), model, optimizer, self.data_order)
+            inexact = restore_training_state(self.state, self.dir.checkpoint("last"), model, optimizer,
+                                             self.data_order, self.device)
+            if inexact:
+                print(f"note: {inexact}", flush=True)
             progress = Progress(self.state["best_val_bpd"], self.state["best_epoch"],
                                 self.dir.restore_history(self.state), self.state["epoch"], self.state["wall_time_s"])
         self.dir.write_args(self.settings())
@@ -157,8 +162,10 @@ class Run:
     def save(self, model, optimizer, epoch, progress):
         """Checkpoint epoch `epoch`: `best` on a new best validation bpd first, then `last`, so that `last` never
         points to a best epoch whose weights were not saved."""
+        kept_cuda = self.state["rng"]["cuda"] if self.state else ()  # a GPU run's states, kept through a CPU resume
         state = checkpoint_state(model, optimizer, epoch, progress.best_val_bpd, progress.best_epoch,
-                                 self.settings(), self.wall_time_s(progress), self.data_order, progress.history)
+                                 self.settings(), self.wall_time_s(progress), self.data_order, progress.history,
+                                 self.device, kept_cuda)
         if progress.best_epoch == epoch:
             self.dir.save_checkpoint("best", state)
         self.dir.save_checkpoint("last", state)
@@ -189,7 +196,7 @@ def start_run(config):
     seed_everything(config.seed)
     device = resolve_device(config.device)
     if device.type == "cuda":
-        configure_cuda(config.deterministic)
+        configure_cuda(config.deterministic, config.precision)
     # The whole quantized set in memory (on the GPU when training there); its own generator for the shuffle.
     data_order = torch.Generator().manual_seed(config.seed)
     loaders = load_data(config.data_dir, config.dataset, config.bits, config.batch_size, config.num_workers,

@@ -30,12 +30,17 @@ def save_checkpoint(path, state):
 
 # ---- random states ----------------------------------------------------------------------------------
 
-def rng_states(data_order):
-    """Every random state the run depends on, as tensors and plain values (loadable with weights_only)."""
+def rng_states(data_order, device="cpu", kept_cuda=()):
+    """Every random state the run depends on, as tensors and plain values (loadable with weights_only).
+
+    The GPUs' generators are read only when the run trains on CUDA (a CPU run never touches CUDA: an exclusive-mode
+    GPU in use would refuse it); otherwise `kept_cuda`, the states a resumed checkpoint held, are written again, so
+    that a later resume on the GPUs still finds them."""
     _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    on_cuda = torch.device(device).type == "cuda"
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state_all() if on_cuda else list(kept_cuda),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
                   "cached_gaussian": cached_gaussian},
         "python": list(random.getstate()[1]),
@@ -43,32 +48,46 @@ def rng_states(data_order):
     }
 
 
-def set_rng_states(states, data_order):
+def set_rng_states(states, data_order, device="cpu"):
+    """Restore every random state; returns None, or one line on why the run's noise cannot continue exactly (its GPU
+    states were written for another device type or number of GPUs: those generators start from the seed instead)."""
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    note = None
+    if torch.device(device).type == "cuda":
+        count = torch.cuda.device_count()
+        if len(states["cuda"]) == count:
+            torch.cuda.set_rng_state_all(states["cuda"])
+        else:
+            note = (f"the checkpoint holds the random states of {len(states['cuda'])} GPU(s) and this machine has "
+                    f"{count}: the GPU noise restarts from the seed, so the resume is not bit-exact")
+    elif states["cuda"]:
+        note = ("the checkpoint was trained on CUDA and this resume runs on the CPU: its noise comes from another "
+                "generator, so the resume is not bit-exact (the GPU states are kept for a later GPU resume)")
     numpy = states["numpy"]
     np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
                          numpy["cached_gaussian"]))
     random.setstate((3, tuple(states["python"]), None))
     data_order.set_state(states["data_order"])
+    return note
 
 
 def checkpoint_state(model, optimizer, epoch, best_val_bpd, best_epoch, args_dict, wall_time_s, data_order,
-                     history=None):
+                     history=None, device="cpu", kept_cuda=()):
     """The checkpoint dict of the module docstring; `history`: the epoch records 1..epoch (what a resume writes
-    back to history.jsonl, so that a history file torn or cut after the checkpoint loses nothing)."""
+    back to history.jsonl, so that a history file torn or cut after the checkpoint loses nothing); device and
+    kept_cuda: as rng_states."""
     optimizers = ({name: opt.state_dict() for name, opt in optimizer.items()} if isinstance(optimizer, dict)
                   else optimizer.state_dict())  # a dict of optimizers: the GAN's two players
     return {"model": model.state_dict(), "optimizer": optimizers, "epoch": epoch,
             "best_val_bpd": best_val_bpd, "best_epoch": best_epoch, "args": args_dict,
-            "wall_time_s": wall_time_s, "rng": rng_states(data_order), "history": list(history or [])}
+            "wall_time_s": wall_time_s, "rng": rng_states(data_order, device, kept_cuda), "history": list(history or [])}
 
 
-def restore_training_state(state, path, model, optimizer, data_order):
+def restore_training_state(state, path, model, optimizer, data_order, device="cpu"):
     """Load a resumed checkpoint's weights, optimizer state and random states into a freshly built run; any
     part that does not fit (other shapes, damaged states) is a one-line CheckpointError naming the file.
-    `optimizer`: one torch optimizer, or a dict of them (the GAN's two players), as checkpoint_state saved it."""
+    `optimizer`: one torch optimizer, or a dict of them (the GAN's two players), as checkpoint_state saved it.
+    Returns None, or one line on why the resume cannot be bit-exact on `device` (set_rng_states)."""
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError, ValueError) as error:
@@ -83,7 +102,7 @@ def restore_training_state(state, path, model, optimizer, data_order):
     try:
         for name, opt in optimizers.items():
             opt.load_state_dict(saved_all[name])
-        set_rng_states(state["rng"], data_order)
+        return set_rng_states(state["rng"], data_order, device)  # None, or why the resume is not bit-exact
     except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise CheckpointError(f"{path}: its optimizer or random states are damaged ({first_line(error)[:160]}); "
                               "a resume could not continue the run exactly") from None
