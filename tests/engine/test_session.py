@@ -114,3 +114,35 @@ def test_a_cpu_resume_keeps_a_gpu_checkpoints_states_and_says_it_is_not_exact(fi
                      "another generator, so the resume is not bit-exact (the GPU states are kept for a later GPU "
                      "resume)"]
     assert [s.tolist() for s in load_checkpoint(last)["rng"]["cuda"]] == [gpu_state.tolist()]
+
+
+def test_a_gpu_checkpoint_resumed_on_the_cpu_decides_auto_again(finished_run, tmp_path, capsys):
+    """Issue 26 #1: a checkpoint as an H100 run writes it (auto chose bf16 and compiling there; its GPU generator's
+    state) resumed on this CPU: `auto` is decided again here, once noted, recorded with both segments; the GPU's
+    recorded choices are not reused. A resume on the same machine reuses them (test above)."""
+    import shutil
+
+    import torch
+    shutil.copytree(finished_run, tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    h100 = {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "cpus": 16}
+    gpu_used = {"precision": "bf16", "compile": True, "channels_last": True, "threads": 16}
+    state["args"]["auto_choices"] = {**gpu_used, "why": {"precision": "auto: native bf16 on this GPU"},
+                                     "warning": "", "where": h100, "segments": [{"from_epoch": 1, "where": h100,
+                                                                                 **gpu_used}]}
+    state["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)]
+    torch.save(state, last)
+    capsys.readouterr()
+    main(parse_args(["--resume", str(tmp_path / "run"), "--epochs", "3", "--device", "cpu"]))
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if line.startswith("note: resumed on ")]
+    here = session.where(torch.device("cpu"))
+    assert len(notes) == 1 and "not the NVIDIA H100 80GB HBM3 (cuda, 16 CPUs)" in notes[0], out
+    assert "threads 16 -> " in notes[0] and "compile True -> False" in notes[0] and "not bit-exact" in notes[0]
+    recorded = json.loads((tmp_path / "run" / "args.json").read_text())["auto_choices"]
+    assert recorded["where"] == here and "note" not in recorded
+    assert [s["from_epoch"] for s in recorded["segments"]] == [1, 3]
+    assert recorded["segments"][0]["where"] == h100 and recorded["segments"][1]["where"] == here
+    assert recorded["threads"] != 16 and recorded["compile"] is False  # decided here (a 1-epoch CPU segment)
+    assert load_checkpoint(last)["args"]["auto_choices"] == recorded

@@ -89,17 +89,41 @@ def resumed_settings(config):
     return resumed, state
 
 
-def speed_choices(config, device, num_train, saved):
-    """What precision, compilation, memory format and thread count to use: the recorded ones on resume (so a resumed
-    run computes what the uninterrupted one would; OMP_NUM_THREADS, when set, wins), else hardware.choose's for this
-    device and run length. Sets torch's thread count."""
-    if saved is not None:
+def where(device):
+    """The machine a segment of a run trains on, as far as `auto` depends on it: the device type, its name (the GPU's,
+    else the CPU model) and the CPUs this process may use."""
+    found = hardware.machine(device)
+    return {"device": device.type, "device_name": found["device_name"], "cpus": found["cpus"]}
+
+
+def speed_choices(config, device, num_train, saved, start_epoch=1):
+    """What precision, compilation, memory format and thread count to use, with `where` they were decided and the
+    list of `segments` (from_epoch, where, what was used) of the run so far.
+
+    A new run, or a resume on another machine than the one that decided (a run started on an Ampere GPU resumed on
+    a laptop, say): hardware.choose decides `auto` here (an explicit flag stays what it says), and a resume says so in
+    a note. A resume on the same machine (or from a record that does not say where) reuses the recorded choices, so
+    that it computes exactly what the uninterrupted run would; OMP_NUM_THREADS, when set, wins. Sets torch's threads.
+    """
+    here = where(device)
+    if saved is not None and saved.get("where", here) == here:
         choice = dict(saved)
         if "compile" in config.given and config.compile != "auto":
             choice["compile"] = config.compile == "on"
         return hardware.apply_threads(choice)  # the recorded thread count: it changes the last bits of the sums
     steps = config.epochs * math.ceil(num_train / config.batch_size)
-    return hardware.choose(device, config.precision, config.compile, config.channels_last, steps)
+    choice = hardware.choose(device, config.precision, config.compile, config.channels_last, steps)
+    used = {name: choice.get(name) for name in ("precision", "compile", "channels_last", "threads")}
+    earlier = list((saved or {}).get("segments", []))
+    choice.update(where=here, segments=[*earlier, {"from_epoch": start_epoch, "where": here, **used}])
+    if saved is not None:
+        was = saved.get("where", {})
+        changes = [f"{name} {saved.get(name)} -> {value}" for name, value in used.items() if saved.get(name) != value]
+        choice["note"] = (f"resumed on {here['device_name']} ({here['device']}, {here['cpus']} CPUs), not the "
+                          f"{was.get('device_name')} ({was.get('device')}, {was.get('cpus')} CPUs) that decided `auto`: "
+                          f"decided again here ({', '.join(changes) or 'the same choices'}); the resume is not "
+                          "bit-exact across machines")
+    return choice
 
 
 @dataclasses.dataclass
@@ -202,7 +226,10 @@ def start_run(config):
     loaders = load_data(config.data_dir, config.dataset, config.bits, config.batch_size, config.num_workers,
                         download=state is None, generator=data_order, eval_batch_size=config.eval_batch_size,
                         device=device if device.type == "cuda" else None)
-    choice = speed_choices(config, device, len(loaders[0].dataset), state and state["args"].get("auto_choices"))
+    choice = speed_choices(config, device, len(loaders[0].dataset), state and state["args"].get("auto_choices"),
+                           1 if state is None else state["epoch"] + 1)
+    if choice.get("note"):  # a resume on another machine: said once, not recorded
+        print(f"note: {choice.pop('note')}", flush=True)
     with contextlib.ExitStack() as holds:
         if state is None:
             run_dir = None  # made by Run.begin
