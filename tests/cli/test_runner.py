@@ -6,6 +6,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from dgmkit.cli.runner import one_line, run_cli
 from dgmkit.errors import Interrupted, NonFiniteLossError, Terminated, UserError
@@ -29,6 +30,9 @@ def raising(error):
                   "to allocate 96000000000 bytes. Error code 12 (Cannot allocate memory)"), 2,
      "tool.py: error: out of memory (could not allocate 96.0 GB): a batch or the model does not fit; lower the batch "
      "sizes, the samples per image or the model's size flags (see --help)"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 7.6 GiB"),
+     2, "tool.py: error: out of memory (could not allocate 2.00 GiB): a batch or the model does not fit; lower the "
+        "batch sizes, the samples per image or the model's size flags (see --help)"),  # issue 26 #4: CUDA's
     (NonFiniteLossError("training", 3), 1, "tool.py: error: training, step 3"),
     (Interrupted("stopped by SIGTERM: last.pt holds epoch 2", 143), 143,
      "tool.py: stopped by SIGTERM: last.pt holds epoch 2"),
