@@ -146,3 +146,21 @@ def test_a_gpu_checkpoint_resumed_on_the_cpu_decides_auto_again(finished_run, tm
     assert recorded["segments"][0]["where"] == h100 and recorded["segments"][1]["where"] == here
     assert recorded["threads"] != 16 and recorded["compile"] is False  # decided here (a 1-epoch CPU segment)
     assert load_checkpoint(last)["args"]["auto_choices"] == recorded
+
+
+def test_a_device_typed_on_a_resume_is_not_saved_for_the_next(finished_run, tmp_path):
+    """Issue 26 #6: `--resume RUN --device cpu` on a laptop must not make the next plain resume (on the cluster)
+    train on the CPU: the run keeps its recorded device; the segment ran where it was told."""
+    import shutil
+    shutil.copytree(finished_run, tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "args.json").read_text())["device"]
+    assert recorded == "cpu"  # SMALL runs on the CPU: record another device, as a cluster run's "auto"
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    state["args"]["device"] = "auto"
+    import torch
+    torch.save(state, last)
+    metrics = main(parse_args(["--resume", str(tmp_path / "run"), "--epochs", "3", "--device", "cpu"]))
+    assert metrics["device"] == "cpu"  # this segment ran where it was told
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["device"] == "auto"
+    assert load_checkpoint(last)["args"]["device"] == "auto"

@@ -159,8 +159,13 @@ class Run:
 
     def settings(self):
         """What args.json and every checkpoint record: the settings, their paths relative to the run folder
-        (runs/paths.py), and what `auto` chose."""
-        return {**paths.record_settings(self.config.to_dict(), self.dir), "auto_choices": self.choice}
+        (runs/paths.py), and what `auto` chose. A --device typed on a resume is this segment's (auto_choices'
+        `segments` and the machine record say where it ran), not the run's: the recorded one stays, so a run resumed
+        once with --device cpu on a laptop trains on the GPU again when resumed on the cluster."""
+        settings = self.config.to_dict()
+        if self.state is not None and "device" in self.config.given:
+            settings["device"] = self.state["args"].get("device", settings["device"])
+        return {**paths.record_settings(settings, self.dir), "auto_choices": self.choice}
 
     def wall_time_s(self, progress):
         return progress.earlier_wall_time_s + time.time() - self.started
