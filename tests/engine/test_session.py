@@ -164,3 +164,28 @@ def test_a_device_typed_on_a_resume_is_not_saved_for_the_next(finished_run, tmp_
     assert metrics["device"] == "cpu"  # this segment ran where it was told
     assert json.loads((tmp_path / "run" / "args.json").read_text())["device"] == "auto"
     assert load_checkpoint(last)["args"]["device"] == "auto"
+
+
+def test_a_precision_typed_on_a_resume_changes_it_from_then_on(finished_run, tmp_path, capsys):
+    """Issue 26: a run started under auto (bf16 here, say, recorded) may be resumed with --precision fp32, e.g. on a
+    laptop that emulates bf16: one note line, the choice and a new segment recorded; typed again, nothing changes."""
+    import shutil
+
+    import torch
+    shutil.copytree(finished_run, tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    state["args"]["precision"] = "bf16"  # as started with --precision bf16
+    state["args"]["auto_choices"]["precision"] = "bf16"
+    torch.save(state, last)
+    capsys.readouterr()
+    main(parse_args(["--resume", str(tmp_path / "run"), "--epochs", "3", "--precision", "fp32"]))
+    out = capsys.readouterr().out
+    assert "note: --precision fp32 (the run had bf16): precision bf16 -> fp32 from epoch 3; the resume is not " \
+           "bit-exact" in out
+    assert out.splitlines()[1].startswith("precision fp32 (explicit)")
+    args = json.loads((tmp_path / "run" / "args.json").read_text())
+    assert args["precision"] == "fp32" and args["auto_choices"]["precision"] == "fp32"
+    assert args["auto_choices"]["segments"][-1]["from_epoch"] == 3
+    main(parse_args(["--resume", str(tmp_path / "run"), "--epochs", "4", "--precision", "fp32"]))
+    assert "note: --precision" not in capsys.readouterr().out

@@ -177,7 +177,7 @@ def _device_class(device: torch.device) -> str:
     return "cuda" if device.type == "cuda" else "cpu"
 
 
-def _choose_precision(device: torch.device, precision: str) -> tuple[str, str, str]:
+def choose_precision(device: torch.device, precision: str) -> tuple[str, str, str]:
     """(precision, why, warning); auto picks bf16 only on hardware with native bf16."""
     native = cuda_bf16(device) if device.type == "cuda" else cpu_has_native_bf16()
     where = "this GPU" if device.type == "cuda" else "this CPU"
@@ -278,7 +278,7 @@ def choose(device: torch.device, precision: str, compile: str, channels_last: bo
         raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     if compile not in ("auto", "on", "off"):
         raise ValueError(f"compile must be auto, on or off, got {compile!r}")
-    chosen_precision, precision_why, warning = _choose_precision(device, precision)
+    chosen_precision, precision_why, warning = choose_precision(device, precision)
     chosen_compile, compile_why = _choose_compile(device, compile, train_steps)
     if channels_last is None:
         device_class = _device_class(device)

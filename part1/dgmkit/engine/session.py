@@ -25,8 +25,8 @@ from dgmkit.runs.checkpoints import check_model_fits, checkpoint_state, load_che
 from dgmkit.runs.folder import RunDir
 
 # Flags a resumed run may change; every other setting comes from the run being resumed.
-RESUME_MAY_CHANGE = ("epochs", "device", "num_workers", "eval_batch_size", "final_iw_samples", "progress_bar",
-                     "data_dir", "compile", "sample_epochs")
+RESUME_MAY_CHANGE = ("epochs", "device", "precision", "num_workers", "eval_batch_size", "final_iw_samples",
+                     "progress_bar", "data_dir", "compile", "sample_epochs")
 
 
 def seed_everything(seed):
@@ -96,7 +96,7 @@ def where(device):
     return {"device": device.type, "device_name": found["device_name"], "cpus": found["cpus"]}
 
 
-def speed_choices(config, device, num_train, saved, start_epoch=1):
+def speed_choices(config, device, num_train, saved, start_epoch=1, saved_precision=None):
     """What precision, compilation, memory format and thread count to use, with `where` they were decided and the
     list of `segments` (from_epoch, where, what was used) of the run so far.
 
@@ -104,12 +104,22 @@ def speed_choices(config, device, num_train, saved, start_epoch=1):
     a laptop, say): hardware.choose decides `auto` here (an explicit flag stays what it says), and a resume says so in
     a note. A resume on the same machine (or from a record that does not say where) reuses the recorded choices, so
     that it computes exactly what the uninterrupted run would; OMP_NUM_THREADS, when set, wins. Sets torch's threads.
+    A --precision typed on a resume that differs from the run's (`saved_precision`, the flag it was started with)
+    is decided anew from then on, and noted in one line.
     """
     here = where(device)
     if saved is not None and saved.get("where", here) == here:
         choice = dict(saved)
         if "compile" in config.given and config.compile != "auto":
             choice["compile"] = config.compile == "on"
+        if "precision" in config.given and config.precision != saved_precision:
+            was = choice["precision"]
+            choice["precision"], why, choice["warning"] = hardware.choose_precision(device, config.precision)
+            choice["why"] = {**choice.get("why", {}), "precision": why}
+            used = {name: choice.get(name) for name in ("precision", "compile", "channels_last", "threads")}
+            choice["segments"] = [*choice.get("segments", []), {"from_epoch": start_epoch, "where": here, **used}]
+            choice["note"] = (f"--precision {config.precision} (the run had {saved_precision}): precision {was} -> "
+                              f"{choice['precision']} from epoch {start_epoch}; the resume is not bit-exact")
         return hardware.apply_threads(choice)  # the recorded thread count: it changes the last bits of the sums
     steps = config.epochs * math.ceil(num_train / config.batch_size)
     choice = hardware.choose(device, config.precision, config.compile, config.channels_last, steps)
@@ -232,7 +242,7 @@ def start_run(config):
                         download=state is None, generator=data_order, eval_batch_size=config.eval_batch_size,
                         device=device if device.type == "cuda" else None)
     choice = speed_choices(config, device, len(loaders[0].dataset), state and state["args"].get("auto_choices"),
-                           1 if state is None else state["epoch"] + 1)
+                           1 if state is None else state["epoch"] + 1, state and state["args"].get("precision"))
     if choice.get("note"):  # a resume on another machine: said once, not recorded
         print(f"note: {choice.pop('note')}", flush=True)
     with contextlib.ExitStack() as holds:
