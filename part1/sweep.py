@@ -135,17 +135,11 @@ def point_name(point, family="vae"):
     return "{objective}-k{train_samples}_{flow}-l{flow_length}_s{seed}".format(**point)
 
 
-def tested_epochs(run):
-    """The epochs a finished run was tested after: metrics.json's, else args.json's (0 when neither says)."""
-    found = [record.get("epochs") for record in (run.read_metrics(), run.read_args()) if record]
-    return next((n for n in found if isinstance(n, int) and not isinstance(n, bool)), 0)
-
-
 def point_state(run_dir, epochs=None):
     """finished, interrupted (checkpoints/last.pt) or pending (no checkpoint or no folder); a finished run tested
     after fewer epochs than a typed --epochs (`epochs`) is interrupted: resumed to train further."""
     run = RunDir(run_dir)
-    if run.is_finished() and (epochs is None or epochs <= tested_epochs(run)):
+    if run.is_finished() and (epochs is None or epochs <= run.tested_epoch()):
         return "finished"
     return "interrupted" if run.has_checkpoint("last") else "pending"
 
@@ -163,7 +157,7 @@ def check_kept_settings(points, chosen, sweep_dir, train, family):
                             f"{'' if name in train.given else ' (the default)'}; a sweep's runs keep their settings (a "
                             f"rerun may change only --{may_change}): rerun with the flags they ran with, or use a "
                             "new SWEEP_DIR")
-        if "epochs" in train.given and run.is_finished() and train.epochs < (done := tested_epochs(run)):
+        if "epochs" in train.given and run.is_finished() and train.epochs < (done := run.tested_epoch()):
             raise UserError(f"--epochs {train.epochs}: {run} finished {done} epochs and cannot be shortened; pass "
                             f"--epochs {done} or more, or use a new SWEEP_DIR")
 

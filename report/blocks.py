@@ -10,6 +10,7 @@ import io
 import signal
 import sys
 
+from dgmkit.cli.runner import one_line
 from dgmkit.errors import UserError
 from dgmkit.runs.atomic_io import write_bytes, write_text
 
@@ -17,11 +18,6 @@ GENERATOR = "report/make_figures.py"  # the script that writes every generated p
 PROG = GENERATOR.rsplit("/", 1)[-1]  # its name at the start of its errors and notes
 STOPS = {signal.SIGINT, signal.SIGTERM}
 DONE = []  # ("wrote" or "removed", path) of this process's changes, in order; make_figures.main clears it
-
-
-def shown(path):
-    """A path for a one-line message: control characters (a newline in a folder's name) escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def record(action, path, change):
@@ -48,18 +44,18 @@ def remove_file(path, why):
     if not (path.is_file() or path.is_symlink()):
         return False
     record("removed", path, path.unlink)
-    note(f"removed {shown(path)}: {why}")
+    note(f"removed {one_line(path)}: {why}")
     return True
 
 
 def done_text(report_path=None):
     """What DONE holds, in words, for the one line of a stop: 'written before the stop: A, B; removed: C; the report
     R was not updated', or 'nothing was written'."""
-    parts = [f"{label}: {', '.join(shown(p) for a, p in DONE if a == action)}"
+    parts = [f"{label}: {', '.join(one_line(p) for a, p in DONE if a == action)}"
              for action, label in (("wrote", "written before the stop"), ("removed", "removed"))
              if any(a == action for a, _ in DONE)]
     if report_path is not None and DONE and ("wrote", report_path) not in DONE:
-        parts.append(f"the report {shown(report_path)} was not updated")
+        parts.append(f"the report {one_line(report_path)} was not updated")
     return "; ".join(parts) or "nothing was written"
 
 

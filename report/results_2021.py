@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 import plots
-from blocks import generated_comment, note, remove_file, replace_block, save_figure, shown, write_file, write_section
+from blocks import generated_comment, note, remove_file, replace_block, save_figure, write_file, write_section
+from dgmkit.cli.runner import one_line
 from dgmkit.data.datasets import DATASETS
 from dgmkit.errors import UserError
 from dgmkit.runs.finished import load_finished_run
@@ -140,8 +141,8 @@ def check_data(runs, report, report_path):
     stated = stated_data(report)
     if stated is not None and key != stated:
         dataset, bits = stated
-        raise UserError(f"{shown(runs[0]['dir'])} is a run on {data_name(key)} (its args.json), but the report "
-                        f"{shown(report_path)} is about {data_name(stated)} (its title): its results come only from "
+        raise UserError(f"{one_line(runs[0]['dir'])} is a run on {data_name(key)} (its args.json), but the report "
+                        f"{one_line(report_path)} is about {data_name(stated)} (its title): its results come only from "
                         f"runs of `--dataset {dataset} --bits {bits}`; give such runs, or write another --report")
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from blocks import shown
+from dgmkit.cli.runner import one_line
 from dgmkit.data.datasets import BITS, DATASETS, DataError, check_idx, quantize
+from dgmkit.data.folders import find_data_dir, resolve_data_dir
 from dgmkit.errors import UserError
 from dgmkit.gan.config import GANConfig
 from dgmkit.places import REPO_ROOT
-from dgmkit.data.folders import find_data_dir, resolve_data_dir
 from dgmkit.realnvp.config import RealNVPConfig
 from dgmkit.vae.config import TrainConfig
 from formats import DASH, count
@@ -41,14 +41,14 @@ def data_key(run):
     trained = args_data(run["args"])
     if not isinstance(trained[0], str) or trained[0] not in DATASETS or type(trained[1]) is not int or \
             trained[1] not in BITS:
-        raise UserError(f"{shown(Path(run['dir']) / 'args.json')}: dataset {str(trained[0])[:40]!r} at bits "
+        raise UserError(f"{one_line(Path(run['dir']) / 'args.json')}: dataset {str(trained[0])[:40]!r} at bits "
                         f"{str(trained[1])[:40]!r} is no dataset of part1 ({', '.join(DATASETS)}; bits 1-8); the file "
                         "is damaged or from another program")
     evaluation = run.get("eval") or {}
     evaluated = (evaluation.get("dataset", trained[0]), evaluation.get("bits", trained[1]))
     if evaluated != trained:
-        raise UserError(f"{shown(Path(run['dir']) / 'eval_test.json')} evaluates {data_name(evaluated)}, but the run trained "
-                        f"on {data_name(trained)} (args.json); rerun evaluate.py on the run's own data")
+        raise UserError(f"{one_line(Path(run['dir']) / 'eval_test.json')} evaluates {data_name(evaluated)}, but the "
+                        f"run trained on {data_name(trained)} (args.json); rerun evaluate.py on the run's own data")
     return trained
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from blocks import shown
+from dgmkit.cli.runner import one_line
 from dgmkit.errors import UserError
 from dgmkit.runs.finished import load_run
 from dgmkit.runs.folder import RunDir
@@ -49,9 +49,9 @@ def check_needs(run, part):
     for record, required, types in NEEDS["all"] + NEEDS[part]:
         if record == "history":
             for number, line in enumerate(run["history"], start=1):
-                check_fields(line, types, f"{shown(folder.path / RunDir.HISTORY)}, line {number}", required)
+                check_fields(line, types, f"{one_line(folder.path / RunDir.HISTORY)}, line {number}", required)
         else:
-            check_fields(run[record] or {}, types, shown(where[record]), required)
+            check_fields(run[record] or {}, types, one_line(where[record]), required)
 
 
 def finished_runs(folder):
@@ -60,8 +60,8 @@ def finished_runs(folder):
     folders = sorted(p for p in Path(folder).iterdir() if p.is_dir() and RunDir(p).is_finished())
     for path in folders:
         if not (path / RunDir.ARGS).is_file():
-            raise UserError(f"{shown(path / RunDir.ARGS)} is missing: a run's settings tell its family (VAE, GAN or "
-                            f"RealNVP) and its data; restore the file, or move the folder out of {shown(folder)}")
+            raise UserError(f"{one_line(path / RunDir.ARGS)} is missing: a run's settings tell its family (VAE, GAN or "
+                            f"RealNVP) and its data; restore the file, or move the folder out of {one_line(folder)}")
     return [load_run(p) for p in folders]
 
 
@@ -78,7 +78,7 @@ def load_models(folder):
         check_needs(run, name)
         data_key(run)
     if found["vae_z2"]["manifold"] is None:
-        raise UserError(f"{shown(RunDir(found['vae_z2']['dir']).manifold_path())} is missing: the z_dim 2 VAE's "
+        raise UserError(f"{one_line(RunDir(found['vae_z2']['dir']).manifold_path)} is missing: the z_dim 2 VAE's "
                         "manifold is one of the section's figures (training writes it after the test phase)")
     return found
 

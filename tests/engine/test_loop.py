@@ -253,3 +253,23 @@ def test_the_last_epoch_of_a_run_longer_than_256_epochs_gets_its_grid(micro_data
     loop.fit(vae_args(micro_data, tmp_path, "--epochs", "257"), family)
     run = only_run_dir(tmp_path)
     assert sorted(p.name for p in run.glob("samples_epoch_*.png")) == ["samples_epoch_257.png"]
+
+
+def test_a_resume_redraws_a_lost_last_grid_and_retests_a_stale_test(finished_run, tmp_path, capsys):
+    """Issue 25 #6 and #1, in-process (real signals and kills: tests/end_to_end/test_hardening3_runs.py). A kill after
+    the last checkpoint but before its grid and test leaves the run without them: the resume draws the very grid
+    and tests. A metrics.json of an earlier epoch (an extension whose test was interrupted) is not "finished"."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    grid = (run / "samples_epoch_002.png").read_bytes()
+    tested = json.loads((run / "metrics.json").read_text())
+    (run / "samples_epoch_002.png").unlink()
+    (run / "metrics.json").write_text(json.dumps({**tested, "epochs": 1}))  # a test of epoch 1, not of the last
+    capsys.readouterr()
+    metrics = train_torch.main(train_torch.parse_args(["--resume", str(run)]))
+    assert "all 2 epochs trained: testing" in capsys.readouterr().out
+    assert (run / "samples_epoch_002.png").read_bytes() == grid
+    assert metrics["epochs"] == 2 and metrics["test_bpd"] == tested["test_bpd"]
+    train_torch.main(train_torch.parse_args(["--resume", str(run)]))
+    assert "already finished its 2 epochs and was tested" in capsys.readouterr().out

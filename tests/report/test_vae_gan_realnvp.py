@@ -164,8 +164,11 @@ def edit_json(path, **changes):
      "rewrite it)"),
     (lambda r: edit_json(r / "vaes" / "vae_s1" / "args.json", seed=None),
      "{r}/vaes/vae_s1/args.json lacks 'seed'; the file is damaged or from another program (rerun to rewrite it)"),
+    (lambda r: (r / "models" / "vae2" / "vae_manifold.png").unlink(),
+     "{r}/models/vae2/vae_manifold.png is missing: the z_dim 2 VAE's manifold is one of the section's figures "
+     "(training writes it after the test phase)"),
 ], ids=["no-args.json", "gan-history-without-train_d_loss", "gan-final_d_fake-text", "realnvp-test_bpd_se-text",
-        "compare-realnvp-without-parameters", "compare-vae-without-seed"])
+        "compare-realnvp-without-parameters", "compare-vae-without-seed", "z2-vae-without-manifold"])
 def test_each_familys_fields_are_checked(copied, capsys, damage, message):
     """What each family's part of the section reads is present and of its type: one line naming the file and the
     field (issue 25, cause 15)."""

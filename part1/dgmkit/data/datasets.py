@@ -229,12 +229,17 @@ def _batch_loader(dataset, batch_size, shuffle, num_workers, generator=None):
                       persistent_workers=num_workers > 0)
 
 
+def usable_cpus():
+    """The logical CPUs this process may use: its affinity mask (so a container's or taskset's limit shows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def usable_workers(num_workers):
     """num_workers, capped at the CPUs this process may use (its affinity mask), saying so in one line on stdout
     (stderr holds only a failure's one line): more workers only compete with training for the cores, and torch
     would add its multi-line warning to stderr. The batches and their order are the same for every count above 0
     (the main process draws them: EpochBatches), so the run's numbers do not change."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = usable_cpus()
     if num_workers > cpus:
         print(f"note: --num_workers {num_workers} is more than the {cpus} CPUs this process may use; using {cpus} "
               "worker processes", flush=True)

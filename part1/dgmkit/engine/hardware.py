@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from dgmkit.data.datasets import usable_cpus
 from dgmkit.errors import UserError
 
 # Training steps from which "auto" compiles. CPU, measured on a 2-core AMD EPYC (AVX2 only), torch 2.15, 2 threads,
@@ -103,8 +104,7 @@ def machine(device: torch.device, cpuinfo_text: str | None = None) -> dict:
         name = torch.cuda.get_device_name(device)
     else:
         name = cpu_model or platform.processor() or platform.machine() or "unknown"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"device_name": name, "cpus": cpus, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"device_name": name, "cpus": usable_cpus(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.version.cuda}
 
 

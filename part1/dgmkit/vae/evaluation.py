@@ -1,9 +1,7 @@
 """What evaluate.py does besides the estimates (estimates.py): a train_torch.py checkpoint's VAE rebuilt and checked,
 its pictures (originals over reconstructions, latent interpolations between pairs of images), the writing of an
-eval_<split>.json that never replaces an earlier one silently (also for training's test phase), and the recognition
-of a failed allocation (an evaluation chunk too large for memory).
+eval_<split>.json that never replaces an earlier one silently (also for training's test phase).
 """
-
 import torch
 import torchvision
 
@@ -33,9 +31,10 @@ def load_model(path, device):
                     args.get("flow", "none"), int(args.get("flow_length", 0)), 2 ** int(args.get("bits", 4)))
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError, MemoryError) as error:
-        if allocation_failure(error):
+        needed = allocation_failure(error)
+        if needed:
             raise CheckpointError(f"the model of {path} (z_dim {args['z_dim']}, num_filters {args['num_filters']}) "
-                                  f"does not fit in memory ({allocation_failure(error)})") from None
+                                  f"does not fit in memory ({needed})") from None
         raise CheckpointError(f"checkpoint {path} does not match the VAE of train_torch.py: "
                               f"{first_line(error)}") from None
     return model.to(device).eval(), ckpt
@@ -113,7 +112,7 @@ def save_pictures(model, loader, run_dir, split, writer=None, step=0, count=8, s
     return names
 
 
-# ---- eval_<split>.json and failed allocations -------------------------------------------------------------------
+# ---- eval_<split>.json -----------------------------------------------------------------------------------------
 
 # The headline of an earlier eval_<split>.json that a new one keeps under "replaced" (part1/README.md).
 REPLACED_KEYS = ("written_by", "checkpoint", "epoch", "dataset", "bits", "split", "seed", "batch_size", "chunk_size",
